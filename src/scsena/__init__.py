@@ -1,1 +1,13 @@
-__version__ = "0.1.0"
+"""scsena: SENA-discrepancy-VAE for single-cell perturbation responses, as an scvi-tools model."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import datasets, gene_sets
+from .model import SENAVAE
+
+try:
+    __version__ = version("scsena")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["SENAVAE", "datasets", "gene_sets", "__version__"]

@@ -1,0 +1,40 @@
+"""Keys shared across the package (registry fields, tensors, AnnData keys)."""
+
+from typing import NamedTuple
+
+
+class _RegistryKeys(NamedTuple):
+    X_KEY: str = "X"
+    PERTURBATION_KEY: str = "perturbation"
+    MASK_KEY: str = "gene_set_mask"
+
+
+class _TensorKeys(NamedTuple):
+    X_CONTROL: str = "x"
+    Y: str = "y"
+    CODES: str = "codes"
+
+
+class _AnnDataKeys(NamedTuple):
+    MASK: str = "scsena_mask"
+    FOLD: str = "scsena_fold"
+    ACTIVITY: str = "X_scsena_activity"
+    LATENT: str = "X_scsena"
+    ACTIVITY_UNS: str = "scsena_activity"
+
+
+REGISTRY_KEYS = _RegistryKeys()
+TENSORS = _TensorKeys()
+ADATA_KEYS = _AnnDataKeys()
+
+FOLD_TRAIN = "train"
+FOLD_TEST = "test"
+FOLD_DOUBLE = "double"
+FOLD_CONTROL = "control"
+FOLD_EXCLUDED = "excluded"
+
+#: Reference held-out single perturbations on Norman 2019 (SPEC section 1).
+NORMAN_HELDOUT = (
+    "ETS2", "SGK1", "POU3F2", "TBX2", "CBL", "MAPK1", "CDKN1C", "S1PR2", "PTPN1", "MAP2K6",
+    "COL1A1",
+)

@@ -1,0 +1,70 @@
+"""Checks on the expression matrix given to the model."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+
+_CHUNK = 20_000
+
+
+def _blocks(matrix, n_rows: int):
+    for start in range(0, n_rows, _CHUNK):
+        block = matrix[start : min(start + _CHUNK, n_rows)]
+        if sp.issparse(block):
+            yield np.asarray(block.data)
+        else:
+            yield np.asarray(block)
+
+
+def check_expression(matrix, where: str = "adata.X") -> None:
+    """Refuse NaN, infinite and negative values; warn on what looks like raw counts.
+
+    Parameters
+    ----------
+    matrix
+        ``cells x genes`` matrix (dense, scipy sparse, or backed).
+    where
+        Name of the matrix for messages (``adata.X`` or ``adata.layers[...]``).
+
+    Raises
+    ------
+    ValueError
+        On NaN, infinite or negative values.
+    """
+    n_rows = matrix.shape[0]
+    if n_rows == 0 or matrix.shape[1] == 0:
+        raise ValueError(f"{where} is empty (shape {matrix.shape}).")
+    all_integer = True
+    vmax = 0.0
+    for values in _blocks(matrix, n_rows):
+        if values.size == 0:
+            continue
+        if not np.issubdtype(values.dtype, np.number):
+            raise TypeError(f"{where} must be numeric, found dtype {values.dtype}.")
+        if not np.isfinite(values).all():
+            raise ValueError(
+                f"{where} contains NaN or infinite values. Remove or impute them before "
+                "setup (e.g. `adata = adata[:, np.isfinite(adata.X.toarray()).all(0)]`)."
+            )
+        vmin = values.min()
+        if vmin < 0:
+            raise ValueError(
+                f"{where} contains negative values (min {vmin:.3g}). SENA expects "
+                "log-normalised expression (`sc.pp.normalize_total(adata); "
+                "sc.pp.log1p(adata)`), not scaled or centred data; pass `layer=` to use "
+                "another matrix."
+            )
+        vmax = max(vmax, float(values.max()))
+        if all_integer:
+            all_integer = bool(np.all(values == np.round(values)))
+    if all_integer and vmax > 20:
+        warnings.warn(
+            f"{where} looks like raw counts (integers up to {vmax:.0f}); SENA expects "
+            "log-normalised values. Fix: `adata.layers['counts'] = adata.X.copy(); "
+            "sc.pp.normalize_total(adata, target_sum=1e4); sc.pp.log1p(adata)`.",
+            UserWarning,
+            stacklevel=3,
+        )

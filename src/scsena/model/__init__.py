@@ -1,0 +1,3 @@
+from ._model import REFERENCE_TRAIN_KWARGS, SENAVAE
+
+__all__ = ["REFERENCE_TRAIN_KWARGS", "SENAVAE"]

@@ -1,0 +1,191 @@
+"""AnnData fields for the perturbation column and the gene-set mask.
+
+The perturbation field parses the labels once at registration (so bad labels fail
+at setup with a clear message) and keeps the vocabulary of single targets in the
+state registry. The mask field points at ``adata.uns[mask_key]`` (genes x terms,
+never sliced by cell) and keeps a copy of the mask in the state registry, so a
+saved model carries it and can restore it onto a new AnnData with the same genes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import rich.table
+from anndata import AnnData
+from scvi.data.fields import BaseAnnDataField
+from scvi.data.fields._uns_field import BaseUnsField
+
+from scsena._constants import REGISTRY_KEYS
+from scsena._perturbations import (
+    KIND_CONTROL,
+    KIND_DOUBLE,
+    KIND_OTHER,
+    KIND_SINGLE,
+    parse_perturbations,
+)
+from scsena.gene_sets import GeneSetMask
+
+
+def _obs_column(adata: AnnData, key: str):
+    if key not in adata.obs.columns:
+        candidates = [
+            c
+            for c in adata.obs.columns
+            if adata.obs[c].dtype == object or str(adata.obs[c].dtype) == "category"
+        ]
+        raise KeyError(
+            f"Perturbation column {key!r} not found in adata.obs. Pass the column holding "
+            f"the perturbation labels as `perturbation_key`; text columns present: "
+            f"{candidates[:20]}."
+        )
+    return adata.obs[key]
+
+
+class PerturbationField(BaseAnnDataField):
+    """Perturbation labels in ``adata.obs[perturbation_key]``.
+
+    Parameters
+    ----------
+    obs_key
+        Column with the labels.
+    control_value
+        Label of control cells.
+    delimiter
+        Separator between the targets of a combination.
+    """
+
+    def __init__(self, obs_key: str, control_value: str = "", delimiter: str = ","):
+        super().__init__()
+        self._attr_key = obs_key
+        self.control_value = control_value
+        self.delimiter = delimiter
+
+    @property
+    def registry_key(self) -> str:
+        return REGISTRY_KEYS.PERTURBATION_KEY
+
+    @property
+    def attr_name(self) -> str:
+        return "obs"
+
+    @property
+    def attr_key(self) -> str:
+        return self._attr_key
+
+    @property
+    def is_empty(self) -> bool:
+        return False
+
+    def validate_field(self, adata: AnnData) -> None:
+        """Check the column exists."""
+        _obs_column(adata, self.attr_key)
+
+    def _state(self, adata: AnnData, targets=None) -> dict:
+        parsed = parse_perturbations(
+            _obs_column(adata, self.attr_key), self.control_value, self.delimiter,
+            targets=targets,
+        )
+        kinds = parsed.kind
+        return {
+            "control_value": self.control_value,
+            "delimiter": self.delimiter,
+            "targets": list(parsed.targets),
+            "n_control": int((kinds == KIND_CONTROL).sum()),
+            "n_single": int((kinds == KIND_SINGLE).sum()),
+            "n_double": int((kinds == KIND_DOUBLE).sum()),
+            "n_other": int((kinds == KIND_OTHER).sum()),
+        }
+
+    def register_field(self, adata: AnnData) -> dict:
+        """Parse the labels and record the single targets."""
+        super().register_field(adata)
+        return self._state(adata)
+
+    def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs) -> dict:
+        """Parse the labels of new data against the model's targets."""
+        super().transfer_field(state_registry, adata_target, **kwargs)
+        self.validate_field(adata_target)
+        return self._state(adata_target, targets=state_registry["targets"])
+
+    def get_summary_stats(self, state_registry: dict) -> dict:
+        return {"n_targets": len(state_registry["targets"])}
+
+    def view_state_registry(self, state_registry: dict) -> rich.table.Table | None:
+        t = rich.table.Table(title=f"Perturbations (adata.obs['{self.attr_key}'])")
+        t.add_column("cells")
+        t.add_column("count")
+        for k in ("n_control", "n_single", "n_double", "n_other"):
+            t.add_row(k[2:], str(state_registry[k]))
+        t.add_row("single targets", str(len(state_registry["targets"])))
+        return t
+
+
+class GeneSetMaskField(BaseUnsField):
+    """Gene-set mask in ``adata.uns[uns_key]`` (written by :meth:`GeneSetMask.to_uns`)."""
+
+    def __init__(self, uns_key: str):
+        super().__init__(REGISTRY_KEYS.MASK_KEY, uns_key, required=True)
+
+    def _read(self, adata: AnnData) -> GeneSetMask:
+        mask = GeneSetMask.from_uns(adata.uns[self.attr_key])
+        if mask.n_genes != adata.n_vars or list(mask.var_names) != list(adata.var_names):
+            raise ValueError(
+                f"adata.uns[{self.attr_key!r}] holds a mask for {mask.n_genes} genes that "
+                f"do not match adata.var_names ({adata.n_vars} genes). The mask must be "
+                "built for these genes: run setup_anndata again after subsetting genes."
+            )
+        return mask
+
+    def validate_field(self, adata: AnnData) -> None:
+        """Check the mask exists and matches the genes."""
+        super().validate_field(adata)
+        if self.attr_key not in adata.uns:
+            raise KeyError(
+                f"No gene-set mask in adata.uns[{self.attr_key!r}]. Pass `gene_sets` to "
+                "setup_anndata so it can build one."
+            )
+        self._read(adata)
+
+    def register_field(self, adata: AnnData) -> dict:
+        """Record the mask (kept with a saved model)."""
+        super().register_field(adata)
+        mask = self._read(adata)
+        return {"terms": list(mask.terms), "n_terms": mask.n_terms, "mask": mask.to_uns()}
+
+    def transfer_field(self, state_registry: dict, adata_target: AnnData, **kwargs) -> dict:
+        """Use the model's mask on new data with the same genes."""
+        if self.attr_key not in adata_target.uns:
+            saved = GeneSetMask.from_uns(state_registry["mask"])
+            if list(saved.var_names) != list(adata_target.var_names):
+                raise ValueError(
+                    "The new data's genes differ from the model's genes; subset and order "
+                    "them as the model's (`adata[:, model_var_names]`)."
+                )
+            adata_target.uns[self.attr_key] = state_registry["mask"]
+        state = self.register_field(adata_target)
+        if state["terms"] != list(state_registry["terms"]):
+            raise ValueError(
+                f"adata.uns[{self.attr_key!r}] holds other gene sets than the model's "
+                f"({state['n_terms']} vs {len(state_registry['terms'])} terms). Delete it to "
+                "use the model's mask."
+            )
+        return state
+
+    def get_summary_stats(self, state_registry: dict) -> dict:
+        return {"n_terms": int(state_registry["n_terms"])}
+
+    def view_state_registry(self, state_registry: dict) -> rich.table.Table | None:
+        t = rich.table.Table(title=f"Gene-set mask (adata.uns['{self.attr_key}'])")
+        t.add_column("terms")
+        t.add_row(str(state_registry["n_terms"]))
+        return t
+
+
+def mask_from_state(state_registry: dict) -> GeneSetMask:
+    """The mask kept in a state registry."""
+    return GeneSetMask.from_uns(state_registry["mask"])
+
+
+def targets_from_state(state_registry: dict) -> list[str]:
+    """The single targets kept in a state registry."""
+    return [str(t) for t in np.asarray(state_registry["targets"]).tolist()]

@@ -1,0 +1,827 @@
+"""SENAVAE: SENA-discrepancy-VAE as an scvi-tools model."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import anndata as ad
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from scvi.data import AnnDataManager
+from scvi.data.fields import LayerField
+from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
+from scvi.train import TrainRunner
+
+from scsena import gene_sets as gs
+from scsena._constants import (
+    ADATA_KEYS,
+    FOLD_CONTROL,
+    FOLD_DOUBLE,
+    FOLD_TEST,
+    FOLD_TRAIN,
+    REGISTRY_KEYS,
+)
+from scsena._perturbations import encode_labels, parse_perturbations
+from scsena._validation import check_expression
+from scsena.metrics import activation_scores, affected_terms, interpretability_metrics
+from scsena.module import SENAModule, dag_l1, kl_divergence, mmd
+from scsena.train import (
+    BestEpochCallback,
+    PairedPerturbationDataset,
+    PerturbationDataModule,
+    SENATrainingPlan,
+    draw_control_partners,
+    make_loader,
+)
+from scsena.train._data import _rows
+
+from ._fields import GeneSetMaskField, PerturbationField, mask_from_state, targets_from_state
+from ._folds import assign_folds, resolve_heldout
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+#: The reference (SENA paper) settings of ``SENAVAE.train``.
+REFERENCE_TRAIN_KWARGS = {
+    "max_epochs": 100,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "alpha_max": 1.0,
+    "beta_max": 1.0,
+    "tau_max": 100.0,
+    "select_best_epoch": True,
+}
+
+
+class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
+    """SENA-discrepancy-VAE: causal, pathway-interpretable perturbation-response model.
+
+    The first encoder layer maps genes to biological-process (GO BP) activities
+    through a gene-set mask; latent factors are linear combinations of BP
+    activities; perturbations shift latent factors through a soft assignment and
+    propagate over a learned DAG; a decoder returns expression. Trained on control
+    and single-perturbation cells, it predicts unseen combinations of two targets.
+
+    Parameters
+    ----------
+    adata
+        AnnData registered with :meth:`setup_anndata`.
+    n_latent
+        Number of latent factors; ``None`` uses the number of single targets (the
+        reference).
+    encoder
+        ``"sena"`` (gene-set masked first layer) or ``"original"`` (a dense layer of
+        the same width, the discrepancy-VAE ablation).
+    sena_lambda
+        Mask value outside gene sets (reference 0).
+    n_hidden
+        Width of the decoder and intervention-encoder hidden layers (128).
+    mmd_sigma
+        MMD kernel scale (SENA 200; discrepancy-VAE 1000).
+    lambda_l1
+        Weight of the DAG's L1 penalty (SENA 0.1; discrepancy-VAE 1e-3).
+    kl_reference_scaling
+        Divide the KL once more by the batch size, as the reference does.
+    dtype
+        ``"float32"`` (default) or ``"float64"`` (the reference's precision).
+    heldout
+        Single perturbations of the test fold: ``"auto"`` (see
+        :func:`~scsena.model._folds.resolve_heldout`), a list, or ``None``.
+    test_fraction
+        Share of each held-out perturbation's cells in the test fold (0.2).
+    seed
+        Seed of parameter initialisation, folds and control partners.
+    registry
+        Only when loading without data: the saved registry.
+
+    Examples
+    --------
+    >>> adata = scsena.datasets.simulate_perturbseq()
+    >>> scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids")
+    >>> model = scsena.SENAVAE(adata)
+    >>> model.train(max_epochs=20)
+    >>> pred = model.predict_perturbation(["A", "A,B"], n_cells=200)
+    """
+
+    _module_cls = SENAModule
+    _training_plan_cls = SENATrainingPlan
+    _train_runner_cls = TrainRunner
+
+    def __init__(
+        self,
+        adata: ad.AnnData | None = None,
+        n_latent: int | None = None,
+        encoder: Literal["sena", "original"] = "sena",
+        sena_lambda: float = 0.0,
+        n_hidden: int = 128,
+        mmd_sigma: float = 200.0,
+        lambda_l1: float = 0.1,
+        kl_reference_scaling: bool = True,
+        dtype: Literal["float32", "float64"] = "float32",
+        heldout: str | Sequence[str] | None = "auto",
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        registry: dict | None = None,
+    ):
+        super().__init__(adata, registry=registry)
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
+        fields = self.registry_["field_registries"]
+        pert_state = fields[REGISTRY_KEYS.PERTURBATION_KEY]["state_registry"]
+        mask_state = fields[REGISTRY_KEYS.MASK_KEY]["state_registry"]
+        mask = mask_from_state(mask_state)
+        self.targets_ = targets_from_state(pert_state)
+        self.control_value_ = str(pert_state["control_value"])
+        self.delimiter_ = str(pert_state["delimiter"])
+        self.term_ids_ = list(mask.terms)
+        self.term_names_ = list(mask.term_names)
+        self.seed_ = int(seed)
+        self._dtype = _DTYPES[dtype]
+        n_latent = len(self.targets_) if n_latent is None else int(n_latent)
+        if n_latent < 1:
+            raise ValueError(f"n_latent must be >= 1, got {n_latent}.")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.module = SENAModule(
+                n_genes=mask.n_genes,
+                n_targets=len(self.targets_),
+                membership=mask.membership,
+                n_latent=n_latent,
+                encoder=encoder,
+                sena_lambda=sena_lambda,
+                n_hidden=n_hidden,
+                mmd_sigma=mmd_sigma,
+                lambda_l1=lambda_l1,
+                kl_reference_scaling=kl_reference_scaling,
+            ).to(self._dtype)
+        self.heldout_: list[str] = []
+        if adata is not None:
+            dataset_info = adata.uns.get("scsena_dataset", {})
+            dataset_heldout = (
+                list(np.asarray(dataset_info.get("heldout", [])).tolist())
+                if isinstance(dataset_info, Mapping)
+                else None
+            )
+            self.heldout_ = resolve_heldout(heldout, self.targets_, seed, dataset_heldout or None)
+            self._parsed = self._parse(adata)
+            folds = assign_folds(self._parsed, self.heldout_, test_fraction, seed)
+            adata.obs[ADATA_KEYS.FOLD] = folds
+        self._model_summary_string = (
+            f"SENAVAE: encoder={encoder}, {mask.n_genes} genes, {mask.n_terms} gene sets, "
+            f"{len(self.targets_)} targets, {n_latent} latent factors, lambda={sena_lambda}, "
+            f"dtype={dtype}, held out: {', '.join(self.heldout_) or 'none'}"
+        )
+        self.init_params_ = self._get_init_params(locals())
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def setup_anndata(
+        cls,
+        adata: ad.AnnData,
+        perturbation_key: str = "guide_ids",
+        control_value: str = "",
+        delimiter: str = ",",
+        layer: str | None = None,
+        gene_sets: str | Path | pd.DataFrame | Mapping | None = "go_bp_sena",
+        min_genes: int = 5,
+        mask_key: str = ADATA_KEYS.MASK,
+        **kwargs,
+    ) -> None:
+        """Register the expression, the perturbation column and the gene-set mask.
+
+        Parameters
+        ----------
+        adata
+            Cells x genes AnnData with log-normalised expression.
+        perturbation_key
+            Column of ``adata.obs`` with perturbation labels (``"guide_ids"`` in CPA's
+            Norman file, ``"perturbation_name"`` in pertpy's).
+        control_value
+            Label of control cells (``""``, ``"control"``, ``"NT"`` ...).
+        delimiter
+            Separator of the two targets of a double (``","``, ``"+"``, ``"_"``).
+        layer
+            Layer with log-normalised expression; ``None`` uses ``adata.X``.
+        gene_sets
+            ``"go_bp_sena"`` (SENA's 1,424 GO BP terms, bundled), ``"go_bp"`` (all GO
+            BP terms), a GMT path, a long DataFrame (``source``/``target``) or a dict
+            of lists; gene identifiers must match ``var_names`` (bundled GO sets use
+            Ensembl IDs: pass symbols through :func:`scsena.gene_sets.map_gene_sets`
+            or ``scsena.gene_sets.go_bp(id_type="symbol")``). ``None`` reuses the mask
+            already in ``adata.uns[mask_key]``.
+        min_genes
+            Keep gene sets with at least this many genes among ``var_names``.
+        mask_key
+            Key of ``adata.uns`` where the mask is stored.
+        **kwargs
+            Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
+        """
+        setup_method_args = cls._get_setup_method_args(**locals())
+        args = setup_method_args["setup_args"]
+        if not isinstance(gene_sets, (str, type(None))):
+            # keep the registry light: the mask itself is kept by the mask field
+            args["gene_sets"] = str(gene_sets) if isinstance(gene_sets, Path) else None
+        if adata.var_names.has_duplicates:
+            dup = adata.var_names[adata.var_names.duplicated()][:5].tolist()
+            raise ValueError(
+                f"adata.var_names has duplicates (e.g. {dup}); make them unique with "
+                "`adata.var_names_make_unique()` or aggregate duplicated genes."
+            )
+        matrix = adata.X if layer is None else adata.layers[layer]
+        check_expression(matrix, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
+        source_registry = kwargs.get("source_registry")
+        if gene_sets is not None and source_registry is None:
+            collection = gs.as_gene_sets(gene_sets)
+            mask = gs.build_mask(adata.var_names, collection, min_genes=min_genes)
+            adata.uns[mask_key] = mask.to_uns()
+        elif gene_sets is None and mask_key not in adata.uns and source_registry is None:
+            raise ValueError(
+                f"gene_sets=None reuses adata.uns[{mask_key!r}], which is absent; pass "
+                "gene sets (e.g. gene_sets='go_bp_sena')."
+            )
+        anndata_fields = [
+            LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
+            PerturbationField(perturbation_key, control_value, delimiter),
+            GeneSetMaskField(mask_key),
+        ]
+        adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(adata, **kwargs)
+        cls.register_manager(adata_manager)
+
+    # --------------------------------------------------------------- helpers
+    @property
+    def device(self) -> torch.device:
+        """Device of the module's parameters."""
+        return next(self.module.parameters()).device
+
+    @property
+    def n_latent(self) -> int:
+        """Number of latent factors."""
+        return self.module.n_latent
+
+    def _parse(self, adata: ad.AnnData):
+        manager = self.get_anndata_manager(adata, required=True)
+        labels = np.asarray(manager.get_from_registry(REGISTRY_KEYS.PERTURBATION_KEY)).ravel()
+        return parse_perturbations(
+            pd.Series(labels, index=adata.obs_names),
+            self.control_value_,
+            self.delimiter_,
+            targets=self.targets_,
+        )
+
+    def _matrix(self, adata: ad.AnnData):
+        manager = self.get_anndata_manager(adata, required=True)
+        return manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+
+    def _data(self, adata: ad.AnnData | None):
+        adata = self._validate_anndata(adata)
+        parsed = self._parse(adata)
+        if ADATA_KEYS.FOLD in adata.obs:
+            fold = np.asarray(adata.obs[ADATA_KEYS.FOLD].astype(str))
+        else:
+            fold = np.asarray(
+                assign_folds(parsed, self.heldout_, 0.2, self.seed_).astype(str)
+            )
+        return adata, parsed, fold
+
+    def _fold_dataset(
+        self, adata: ad.AnnData | None, folds: Sequence[str], seed: int
+    ) -> PairedPerturbationDataset:
+        adata, parsed, fold = self._data(adata)
+        control = np.flatnonzero(fold == FOLD_CONTROL)
+        if len(control) == 0:
+            raise ValueError("No control cells in the data: they are the starting states.")
+        cells = np.flatnonzero(np.isin(fold, list(folds)))
+        partners = draw_control_partners(len(cells), control, seed)
+        return PairedPerturbationDataset(
+            self._matrix(adata), cells, partners, parsed.codes[cells], self._dtype
+        )
+
+    def _iter_rows(
+        self, adata: ad.AnnData, indices: np.ndarray, batch_size: int
+    ) -> Iterator[torch.Tensor]:
+        matrix = self._matrix(adata)
+        for start in range(0, len(indices), batch_size):
+            rows = _rows(matrix, indices[start : start + batch_size])
+            yield torch.as_tensor(rows, dtype=self._dtype, device=self.device)
+
+    # ---------------------------------------------------------------- train
+    def train(
+        self,
+        max_epochs: int = 100,
+        batch_size: int = 32,
+        lr: float = 1e-3,
+        alpha_max: float = 1.0,
+        beta_max: float = 1.0,
+        tau_max: float = 100.0,
+        grad_clip: float | None = None,
+        select_best_epoch: bool = True,
+        validate_on_test: bool = False,
+        accelerator: str = "auto",
+        devices: int | list[int] | str = "auto",
+        seed: int | None = None,
+        num_workers: int = 0,
+        plan_kwargs: dict | None = None,
+        **trainer_kwargs,
+    ):
+        """Train with SENA's schedules on control and single-perturbation cells.
+
+        Parameters
+        ----------
+        max_epochs
+            Epochs ``E``; the schedules span them (reference 100).
+        batch_size
+            Perturbation-pure batch size (reference 32).
+        lr
+            Adam learning rate (reference 1e-3).
+        alpha_max, beta_max, tau_max
+            Final MMD weight, KL weight and temperature (SENA: 1, 1, 100;
+            discrepancy-VAE: 10, 2, 5).
+        grad_clip
+            Clip gradient values at this magnitude (reference option: 0.5).
+        select_best_epoch
+            Keep the weights of the epoch with the lowest mean of the epoch-average
+            loss components, as the reference does; ``False`` keeps the last epoch.
+        validate_on_test
+            Also compute the losses on the test fold each epoch (``*_validation``).
+        accelerator, devices
+            Lightning accelerator and devices (``"auto"``: a GPU when present).
+        seed
+            Seed of the batch order, control partners and sampling noise (defaults
+            to the model's seed).
+        num_workers
+            Data-loading worker processes.
+        plan_kwargs
+            Extra arguments of :class:`~scsena.train.SENATrainingPlan`.
+        **trainer_kwargs
+            Passed to the Lightning trainer (``logger``, ``callbacks``,
+            ``enable_checkpointing``, ``ckpt_path`` ...).
+        """
+        seed = self.seed_ if seed is None else int(seed)
+        pl.seed_everything(seed, workers=True, verbose=False)
+        train_ds = self._fold_dataset(self.adata, [FOLD_TRAIN], seed)
+        if len(train_ds) == 0:
+            raise ValueError("No training cells: the data has no single-perturbation cells.")
+        val_ds = self._fold_dataset(self.adata, [FOLD_TEST], seed + 1) if validate_on_test else None
+        datamodule = PerturbationDataModule(
+            train_ds, batch_size=batch_size, seed=seed, val_dataset=val_ds,
+            num_workers=num_workers,
+        )
+        plan = self._training_plan_cls(
+            self.module,
+            n_epochs=max_epochs,
+            alpha_max=alpha_max,
+            beta_max=beta_max,
+            tau_max=tau_max,
+            lr=lr,
+            **(plan_kwargs or {}),
+        )
+        callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+        best = None
+        if select_best_epoch:
+            best = BestEpochCallback()
+            callbacks.append(best)
+        if grad_clip is not None:
+            trainer_kwargs.setdefault("gradient_clip_val", grad_clip)
+            trainer_kwargs.setdefault("gradient_clip_algorithm", "value")
+        trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validate_on_test else None)
+        if trainer_kwargs["check_val_every_n_epoch"] is None:
+            trainer_kwargs["check_val_every_n_epoch"] = max_epochs + 1
+        runner = self._train_runner_cls(
+            self,
+            training_plan=plan,
+            data_splitter=datamodule,
+            max_epochs=max_epochs,
+            accelerator=accelerator,
+            devices=devices,
+            callbacks=callbacks,
+            **trainer_kwargs,
+        )
+        self.module.train()
+        result = runner()
+        self.best_epoch_ = None if best is None else best.best_epoch
+        self.module.eval()
+        return result
+
+    # -------------------------------------------------------------- outputs
+    @torch.inference_mode()
+    def get_pathway_activity(
+        self,
+        adata: ad.AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int = 1024,
+        key_added: str | None = ADATA_KEYS.ACTIVITY,
+    ) -> np.ndarray:
+        """Per-cell biological-process activities (the first layer's output).
+
+        Parameters
+        ----------
+        adata
+            Registered AnnData (default: the model's).
+        indices
+            Cells to use (default: all).
+        batch_size
+            Cells per forward pass.
+        key_added
+            Write the ``cells x terms`` matrix to ``adata.obsm[key_added]`` and the term
+            IDs and names to ``adata.uns[key_added]`` (only when all cells are used);
+            ``None`` writes nothing.
+
+        Returns
+        -------
+        ``(n_cells, n_terms)`` array; columns follow :attr:`term_ids_`.
+        """
+        adata = self._validate_anndata(adata)
+        idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        self.module.eval()
+        out = [
+            self.module.pathway_activity(x).cpu().numpy()
+            for x in self._iter_rows(adata, idx, batch_size)
+        ]
+        act = np.concatenate(out, axis=0).astype(np.float32) if out else np.zeros((0, len(self.term_ids_)), np.float32)
+        if key_added is not None and indices is None:
+            adata.obsm[key_added] = act
+            adata.uns[key_added] = {
+                "term_ids": np.asarray(self.term_ids_),
+                "term_names": np.asarray(self.term_names_),
+            }
+        return act
+
+    def pathway_activity_anndata(
+        self, adata: ad.AnnData | None = None, batch_size: int = 1024
+    ) -> ad.AnnData:
+        """Pathway activities as an AnnData with biological processes as variables.
+
+        ``obs`` is copied from ``adata``; ``var`` holds the term names, so
+        ``sc.pl.matrixplot(act, var_names, groupby=...)`` and
+        ``sc.tl.rank_genes_groups(act, groupby=...)`` work on BPs directly.
+        """
+        adata = self._validate_anndata(adata)
+        act = self.get_pathway_activity(adata, batch_size=batch_size, key_added=None)
+        var = pd.DataFrame({"term_name": self.term_names_}, index=pd.Index(self.term_ids_))
+        return ad.AnnData(X=act, obs=adata.obs.copy(), var=var)
+
+    @torch.inference_mode()
+    def get_latent_representation(
+        self,
+        adata: ad.AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        give_mean: bool = True,
+        batch_size: int = 1024,
+        seed: int = 0,
+    ) -> np.ndarray:
+        """Latent factors ``z`` of each cell (posterior mean, or a sample).
+
+        Parameters
+        ----------
+        adata
+            Registered AnnData (default: the model's).
+        indices
+            Cells to use (default: all).
+        give_mean
+            Return the posterior mean ``mu``; otherwise a sample.
+        batch_size
+            Cells per forward pass.
+        seed
+            Seed of the sample when ``give_mean=False``.
+
+        Returns
+        -------
+        ``(n_cells, n_latent)`` array.
+        """
+        adata = self._validate_anndata(adata)
+        idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        gen = torch.Generator().manual_seed(seed)
+        out = []
+        self.module.eval()
+        for x in self._iter_rows(adata, idx, batch_size):
+            _, mu, var = self.module.encode(x)
+            if not give_mean:
+                eps = torch.randn(mu.shape, generator=gen, dtype=mu.dtype).to(mu.device)
+                mu = mu + var.sqrt() * eps
+            out.append(mu.cpu().numpy())
+        return np.concatenate(out, axis=0) if out else np.zeros((0, self.n_latent))
+
+    @torch.inference_mode()
+    def predict_perturbation(
+        self,
+        perturbations: str | Sequence[str],
+        n_cells: int = 500,
+        adata: ad.AnnData | None = None,
+        control_indices: Sequence[int] | None = None,
+        temperature: float = 1000.0,
+        use_mean: bool = False,
+        seed: int = 0,
+        batch_size: int = 1024,
+    ) -> ad.AnnData:
+        """Predict cells under single or double perturbations.
+
+        Control cells are the starting states: ``n_cells`` of them are drawn (seeded)
+        and pushed through the encoder, the intervention and the causal layer. Any
+        single target seen in training, and any pair of them (seen together or not),
+        can be predicted.
+
+        Parameters
+        ----------
+        perturbations
+            Labels such as ``"CBL"`` or ``"CBL,PTPN12"`` (targets joined by the
+            delimiter given at setup).
+        n_cells
+            Cells predicted per perturbation.
+        adata
+            Registered AnnData providing control cells (default: the model's).
+        control_indices
+            Use these control cells (integer positions) instead of drawing.
+        temperature
+            Softmax temperature of the intervention assignment (reference inference:
+            1000, a near-hard assignment).
+        use_mean
+            Start from the posterior mean of each control cell instead of a sample.
+        seed
+            Seed of the control draw and of the sampling noise.
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        AnnData of predicted log-normalised expression with the model's
+        ``var_names``; ``obs["perturbation"]`` holds the label, ``obs["control_cell"]``
+        the starting control cell. Concatenate it with real cells for scanpy plots.
+        """
+        adata, parsed, fold = self._data(adata)
+        labels = [perturbations] if isinstance(perturbations, str) else list(perturbations)
+        codes = encode_labels(labels, self.targets_, self.delimiter_)
+        rng = np.random.default_rng(seed)
+        if control_indices is None:
+            control = np.flatnonzero(fold == FOLD_CONTROL)
+            if len(control) == 0:
+                raise ValueError("No control cells in the data to start predictions from.")
+            start = rng.choice(control, size=n_cells, replace=n_cells > len(control))
+        else:
+            start = np.asarray(control_indices, dtype=np.int64)
+            n_cells = len(start)
+        gen = torch.Generator().manual_seed(seed)
+        self.module.eval()
+        zs = []
+        for x in self._iter_rows(adata, start, batch_size):
+            _, mu, var = self.module.encode(x)
+            if not use_mean:
+                eps = torch.randn(mu.shape, generator=gen, dtype=mu.dtype).to(mu.device)
+                mu = mu + var.sqrt() * eps
+            zs.append(mu)
+        z = torch.cat(zs)
+        blocks = []
+        for code in codes:
+            c = torch.as_tensor(code, device=self.device).expand(n_cells, -1)
+            out = []
+            for s in range(0, n_cells, batch_size):
+                z_int, _ = self.module.intervene(z[s : s + batch_size], c[s : s + batch_size], temperature)
+                out.append(self.module.decode(self.module.causal(z_int)).cpu().numpy())
+            blocks.append(np.concatenate(out))
+        canon = [self.delimiter_.join(l.split(self.delimiter_)).strip() for l in labels]
+        obs = pd.DataFrame(
+            {
+                "perturbation": pd.Categorical(np.repeat(canon, n_cells), categories=list(dict.fromkeys(canon))),
+                "control_cell": np.tile(np.asarray(adata.obs_names[start]), len(labels)),
+            }
+        )
+        obs.index = [f"pred-{i}" for i in range(len(obs))]
+        pred = ad.AnnData(
+            X=np.concatenate(blocks).astype(np.float32),
+            obs=obs,
+            var=pd.DataFrame(index=adata.var_names.copy()),
+        )
+        pred.uns["scsena_prediction"] = {
+            "temperature": float(temperature),
+            "use_mean": bool(use_mean),
+            "seed": int(seed),
+        }
+        return pred
+
+    # ------------------------------------------------------- interpretation
+    def get_causal_graph(self, threshold: float = 0.1, as_matrix: bool = False) -> pd.DataFrame:
+        """The learned latent DAG ``A = triu(G, 1)``.
+
+        Parameters
+        ----------
+        threshold
+            Keep edges with ``|weight| >= threshold``.
+        as_matrix
+            Return the full ``Z x Z`` adjacency instead of the edge list.
+
+        Returns
+        -------
+        Edge list (``source``, ``target``, ``weight``), sorted by ``|weight|``, or the
+        adjacency matrix (rows: source factor, columns: target factor).
+        """
+        adj = self.module.causal.adjacency.detach().cpu().numpy()
+        names = [f"z{i}" for i in range(adj.shape[0])]
+        if as_matrix:
+            return pd.DataFrame(adj, index=names, columns=names)
+        src, dst = np.nonzero(np.abs(adj) >= threshold)
+        edges = pd.DataFrame(
+            {"source": [names[i] for i in src], "target": [names[j] for j in dst],
+             "weight": adj[src, dst]}
+        )
+        return edges.reindex(edges["weight"].abs().sort_values(ascending=False).index).reset_index(drop=True)
+
+    @torch.inference_mode()
+    def get_intervention_targets(
+        self, temperature: float = 1000.0, soft: bool = False
+    ) -> pd.DataFrame:
+        """Which latent factor(s) each perturbation target acts on.
+
+        Parameters
+        ----------
+        temperature
+            Softmax temperature (reference reports 1, 100 and 1000).
+        soft
+            Return the full ``targets x factors`` soft assignment ``bc``.
+
+        Returns
+        -------
+        Per target: ``latent`` (argmax factor), ``weight`` (its assignment),
+        ``shift`` (learned intervention strength); or the soft matrix.
+        """
+        idx = torch.arange(len(self.targets_), device=self.device)
+        bc = self.module.intervention.assignment(idx, temperature).cpu().numpy()
+        names = [f"z{i}" for i in range(bc.shape[1])]
+        if soft:
+            return pd.DataFrame(bc, index=pd.Index(self.targets_, name="target"), columns=names)
+        arg = bc.argmax(axis=1)
+        return pd.DataFrame(
+            {
+                "latent": [names[i] for i in arg],
+                "weight": bc[np.arange(len(arg)), arg],
+                "shift": self.module.intervention.shift.detach().cpu().numpy(),
+            },
+            index=pd.Index(self.targets_, name="target"),
+        )
+
+    def get_latent_bp_weights(self) -> dict[str, pd.DataFrame]:
+        """The delta matrices: weights from BP activities to latent factors.
+
+        Returns
+        -------
+        ``{"mean": terms x factors, "var": terms x factors}`` weights of the mean and
+        variance heads; each latent factor is a linear combination of BP activities.
+        """
+        names = [f"z{i}" for i in range(self.n_latent)]
+        index = pd.Index(self.term_ids_, name="term")
+        out = {}
+        for key, layer in (("mean", self.module.fc_mean), ("var", self.module.fc_var)):
+            w = layer.weight.detach().cpu().numpy().T
+            out[key] = pd.DataFrame(w, index=index, columns=names)
+        return out
+
+    # ---------------------------------------------------------- evaluation
+    def _target_ids(self, id_type: str) -> dict[str, str]:
+        if gs.guess_id_type(self.targets_) == id_type:
+            return {t: t for t in self.targets_}
+        mapping = gs.map_gene_ids(self.targets_, to=id_type).mapping
+        return {t: str(v) for t, v in mapping.items() if isinstance(v, str)}
+
+    def activation_test(
+        self,
+        adata: ad.AnnData | None = None,
+        method: Literal["mean_diff", "ttest"] = "mean_diff",
+        gene_sets: str | Path | pd.DataFrame | Mapping | None = None,
+        ks: Sequence[int] = (25, 100),
+        return_scores: bool = False,
+    ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+        """The activation-score interpretability test on single perturbations.
+
+        Each BP is scored per perturbation by how its activity differs between
+        control and perturbed cells; a BP is affected when its gene set contains the
+        perturbed gene. Reports recall@k and z-diff per perturbation.
+
+        Parameters
+        ----------
+        adata
+            Registered AnnData (default: the model's).
+        method
+            ``"mean_diff"`` (min-max normalised absolute mean difference) or
+            ``"ttest"`` (Welch ``-log10 p``).
+        gene_sets
+            Collection defining affected BPs (full sets, not only measured genes);
+            default: the preset given at setup, else the model's mask (then only
+            targets among the measured genes have affected BPs).
+        ks
+            Cut-offs of recall@k.
+        return_scores
+            Also return the ``perturbations x terms`` scores.
+
+        Returns
+        -------
+        Per-perturbation metrics (see :func:`scsena.metrics.interpretability_metrics`).
+        """
+        adata, parsed, _ = self._data(adata)
+        kind = parsed.kind
+        keep = np.flatnonzero((kind == "control") | (kind == "single"))
+        act = self.get_pathway_activity(adata, indices=keep, key_added=None)
+        labels = parsed.labels.to_numpy()[keep]
+        present = [t for t in self.targets_ if (labels == t).any()]
+        scores = activation_scores(act, labels, self.term_ids_, "", present, method)
+        if gene_sets is None:
+            gene_sets = self.registry_["setup_args"].get("gene_sets")
+        if gene_sets is not None:
+            collection = gs.as_gene_sets(gene_sets)
+            sample = [g for genes in list(collection.values())[:50] for g in genes][:500]
+            ids = self._target_ids(gs.guess_id_type(sample))
+        else:
+            mask = mask_from_state(self.registry_["field_registries"][REGISTRY_KEYS.MASK_KEY]["state_registry"])
+            member = mask.membership.tocsr()
+            var = list(mask.var_names)
+            collection = {t: [] for t in mask.terms}
+            rows, cols = member.nonzero()
+            for r, c in zip(rows, cols):
+                collection[mask.terms[c]].append(var[r])
+            ids = self._target_ids(gs.guess_id_type(var))
+        affected = affected_terms(present, collection, self.term_ids_, ids)
+        metrics = interpretability_metrics(scores, affected, ks)
+        return (metrics, scores) if return_scores else metrics
+
+    @torch.inference_mode()
+    def get_fold_losses(
+        self,
+        fold: Literal["train", "test", "double"] = "double",
+        adata: ad.AnnData | None = None,
+        temperature: float = 1000.0,
+        batch_size: int = 32,
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """The reference evaluation: losses on perturbation-pure batches of one fold.
+
+        Each batch's cells are predicted from randomly paired control cells (doubles
+        through the two-target causal layer); MMD (training kernel), MSE of the
+        control reconstruction, KL and L1 are reported per perturbation, averaged over
+        its batches (weighted by batch size).
+
+        Parameters
+        ----------
+        fold
+            ``"train"``, ``"test"`` or ``"double"``.
+        adata
+            Registered AnnData (default: the model's).
+        temperature
+            Inference temperature (reference 1000).
+        batch_size
+            Cells per batch (reference 32).
+        seed
+            Seed of the control partners and the sampling noise.
+
+        Returns
+        -------
+        One row per perturbation: ``perturbation``, ``n_cells``, ``mmd``, ``mse``,
+        ``kl``, ``l1``.
+        """
+        if fold not in (FOLD_TRAIN, FOLD_TEST, FOLD_DOUBLE):
+            raise ValueError(f"fold must be 'train', 'test' or 'double', got {fold!r}.")
+        ds = self._fold_dataset(adata, [fold], seed)
+        if len(ds) == 0:
+            return pd.DataFrame(columns=["perturbation", "n_cells", "mmd", "mse", "kl", "l1"])
+        loader = make_loader(ds, batch_size, shuffle=False, drop_last=False, seed=seed)
+        self.module.eval()
+        l1 = float(dag_l1(self.module.causal.G))
+        rows = []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for batch in loader:
+                x = batch["x"].to(self.device)
+                y = batch["y"].to(self.device)
+                codes = batch["codes"].to(self.device)
+                _, mu, var = self.module.encode(x)
+                z = mu + var.sqrt() * torch.randn_like(mu)
+                gen = self.module.generative(z, codes, temperature)
+                rows.append(
+                    {
+                        "code": tuple(codes[0].tolist()),
+                        "n": len(x),
+                        "mmd": float(mmd(gen["y_hat"], y, sigma=self.module.mmd_sigma)),
+                        "mse": float(torch.nn.functional.mse_loss(gen["x_hat"], x)),
+                        "kl": float(kl_divergence(mu, var, self.module.kl_reference_scaling)),
+                    }
+                )
+        df = pd.DataFrame(rows)
+        df["label"] = [
+            ",".join(self.targets_[i] for i in code if i >= 0) for code in df["code"]
+        ]
+        out = []
+        for label, g in df.groupby("label", sort=True):
+            w = g["n"].to_numpy(dtype=float)
+            out.append(
+                {
+                    "perturbation": label,
+                    "n_cells": int(w.sum()),
+                    **{k: float(np.average(g[k], weights=w)) for k in ("mmd", "mse", "kl")},
+                    "l1": l1,
+                }
+            )
+        return pd.DataFrame(out)
+
