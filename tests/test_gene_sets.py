@@ -1,6 +1,5 @@
 import gzip
 import logging
-import time
 from pathlib import Path
 
 import anndata as ad
@@ -141,13 +140,10 @@ def test_mask_uns_roundtrip_h5ad(tmp_path):
         gs.GeneSetMask.from_uns({"terms": []})
 
 
-def test_mask_all_go_terms_is_fast(go_full):
+def test_mask_all_go_terms(go_full):
     genes = gs.gene_id_table()["ensembl_id"].dropna().unique()
     var_names = np.random.default_rng(0).choice(genes, 5000, replace=False).tolist()
-    start = time.perf_counter()
     mask = gs.build_mask(var_names, go_full, min_genes=5)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 5, f"build_mask took {elapsed:.1f} s"
     # independent check from the long table
     long = gs.to_dataframe(go_full)
     long = long[long["target"].isin(var_names)]

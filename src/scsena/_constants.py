@@ -35,6 +35,15 @@ FOLD_EXCLUDED = "excluded"
 
 #: Reference held-out single perturbations on Norman 2019 (SPEC section 1).
 NORMAN_HELDOUT = (
-    "ETS2", "SGK1", "POU3F2", "TBX2", "CBL", "MAPK1", "CDKN1C", "S1PR2", "PTPN1", "MAP2K6",
+    "ETS2",
+    "SGK1",
+    "POU3F2",
+    "TBX2",
+    "CBL",
+    "MAPK1",
+    "CDKN1C",
+    "S1PR2",
+    "PTPN1",
+    "MAP2K6",
     "COL1A1",
 )

@@ -278,16 +278,12 @@ def wessel2023_hek293(path: str | os.PathLike) -> ad.AnnData:
         When ``X`` looks like raw counts.
     """
     what = "Wessel 2023 HEK293FT"
-    adata = _read_h5ad(
-        path, what, "The file is not downloadable automatically; pass a local path."
-    )
+    adata = _read_h5ad(path, what, "The file is not downloadable automatically; pass a local path.")
     if "TargetGenes" not in adata.obs.columns:
         raise _missing_columns_error(
             adata, what, "obs['TargetGenes'] ('NT' non-targeting, '_' between targets)"
         )
-    adata.obs[LABEL_KEY] = _to_canonical(
-        adata.obs["TargetGenes"], "NT", "_", max_targets=None
-    )
+    adata.obs[LABEL_KEY] = _to_canonical(adata.obs["TargetGenes"], "NT", "_", max_targets=None)
     info: dict = {"name": "wessel2023_hek293", "layout": "carpool", "label_key": "TargetGenes"}
     _annotate_genes(adata, info)
     info["heldout"] = list(WESSEL_HELDOUT)

@@ -38,6 +38,8 @@ _PROGRAM_FRACTION = 0.5  # share of genes given to program terms
 _COVER_FRACTION = 0.85  # share of genes drawn term by term (programs + cover terms)
 _MAX_OVERLAP = 0.5  # max overlap coefficient between two program terms
 _PARENT_VARIANCE = 0.5  # variance of a factor explained by its parents in the DAG
+_INVERSION_MAX_MEAN = 30.0  # NB means above this are sampled by gamma-Poisson
+_DENSE_STEPS = 3  # NB inversion steps done on whole arrays
 _CHUNK_ELEMENTS = 4_000_000  # cells x genes per generation chunk
 
 
@@ -142,9 +144,7 @@ def _choose_genes(
     return np.sort(np.fromiter(chosen, dtype=np.int64))
 
 
-def _random_dag(
-    rng: np.random.Generator, k: int, density: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _random_dag(rng: np.random.Generator, k: int, density: float) -> tuple[np.ndarray, np.ndarray]:
     """Weighted DAG strictly upper triangular in a random order; returns (A, order).
 
     Edges get random signs and magnitudes; the incoming weights of each node are then
@@ -169,6 +169,73 @@ def _random_dag(
     return dag, order
 
 
+def _nb_counts(
+    rng: np.random.Generator, mu: np.ndarray, shape: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Negative-binomial counts of mean ``mu`` (cells x genes) and gene-wise ``shape``.
+
+    Exact sampling, fast for sparse counts: entries of mean up to
+    ``_INVERSION_MAX_MEAN`` are sampled by inversion of the CDF with one uniform per
+    entry (the first ``_DENSE_STEPS`` steps on whole arrays, then only on the few
+    entries not yet resolved); larger means by gamma-Poisson.
+
+    Returns
+    -------
+    Flat (row-major) indices of the nonzero entries, sorted, and their counts.
+    """
+    g = mu.shape[1]
+    r = shape.astype(np.float32)
+    uniform = rng.random(mu.shape, dtype=np.float32)
+    large = mu > _INVERSION_MAX_MEAN
+    any_large = bool(large.any())
+    if any_large:
+        uniform[large] = 0.0  # never above the CDF: sampled separately below
+    q = mu + r  # q = mu / (mu + r), the NB "success" probability
+    np.divide(mu, q, out=q)
+    pk = np.negative(q)  # P(X = 0) = (1 - q)^r
+    np.log1p(pk, out=pk)
+    pk *= r
+    np.exp(pk, out=pk)
+    cdf = pk.copy()
+    counts = np.greater(uniform, cdf).view(np.uint8)
+    above = np.empty(mu.shape, dtype=bool)
+    for k in range(_DENSE_STEPS):
+        pk *= q
+        pk *= (k + r) / (k + 1)  # P(X = k + 1)
+        cdf += pk
+        np.greater(uniform, cdf, out=above)
+        counts += above.view(np.uint8)
+    idx = np.flatnonzero(counts)
+    values = counts.ravel()[idx].astype(np.int64)
+    rest = np.flatnonzero(above)  # X > _DENSE_STEPS: continue on these entries only
+    if rest.size:
+        pos = np.searchsorted(idx, rest)
+        u = uniform.ravel()[rest].astype(np.float64)
+        c = cdf.ravel()[rest].astype(np.float64)
+        p = pk.ravel()[rest].astype(np.float64)
+        qq = q.ravel()[rest].astype(np.float64)
+        rr = shape[rest % g]
+        k = _DENSE_STEPS
+        while pos.size:
+            p *= (k + rr) / (k + 1) * qq
+            c += p
+            k += 1
+            keep = np.flatnonzero((u > c) & (p > 0))
+            pos, u, c, p, qq, rr = pos[keep], u[keep], c[keep], p[keep], qq[keep], rr[keep]
+            values[pos] += 1
+    if any_large:
+        big = np.flatnonzero(large)
+        rb = shape[big % g]
+        lam = rng.standard_gamma(rb) * (mu.ravel()[big] / rb)
+        big_values = rng.poisson(lam)
+        nonzero = big_values > 0
+        big, big_values = big[nonzero], big_values[nonzero]
+        at = np.searchsorted(idx, big)
+        idx = np.insert(idx, at, big)
+        values = np.insert(values, at, big_values)
+    return idx, values
+
+
 def _simulate_chunk(
     seed: np.random.SeedSequence,
     cond: np.ndarray,
@@ -184,9 +251,10 @@ def _simulate_chunk(
     """Counts of one chunk of cells as CSR parts (data, indices, row nnz, X data)."""
     rng = np.random.default_rng(seed)
     n = cond.size
+    n_genes = loadings.shape[1]
     z = rng.standard_normal((n, shifts.shape[1]))
     z += shifts[cond]
-    u = z @ propagate
+    u = (z @ propagate).astype(np.float32)
     eta = u @ loadings
     eta += baseline
     rows = np.arange(n)
@@ -197,21 +265,19 @@ def _simulate_chunk(
     eta -= eta.max(axis=1, keepdims=True)
     np.exp(eta, out=eta)
     library = np.exp(rng.normal(library_size[0], library_size[1], size=n))
-    eta *= (library / eta.sum(axis=1))[:, None]
-    # Gamma-Poisson: lambda ~ Gamma(shape, mu / shape), counts ~ Poisson(lambda).
-    gamma = rng.standard_gamma(shape, size=eta.shape)
-    gamma *= eta
-    gamma /= shape
-    counts = rng.poisson(gamma)
-    del gamma, eta
-    nz_rows, nz_cols = np.nonzero(counts)
-    data = counts[nz_rows, nz_cols].astype(np.float32)
-    total = np.bincount(nz_rows, weights=data, minlength=n)
+    eta *= (library / eta.sum(axis=1, dtype=np.float64)).astype(np.float32)[:, None]
+    idx, counts = _nb_counts(rng, eta, shape)
+    del eta
+    indptr = np.searchsorted(idx, np.arange(n + 1) * n_genes)
+    row_nnz = np.diff(indptr)
+    cols = (idx - np.repeat(rows * n_genes, row_nnz)).astype(np.int32)
+    cum = np.concatenate([[0], np.cumsum(counts)])
+    total = (cum[indptr[1:]] - cum[indptr[:-1]]).astype(np.float64)
     with np.errstate(divide="ignore"):
         scale = _TARGET_SUM / total
-    xdata = np.log1p(data * scale[nz_rows]).astype(np.float32)
-    row_nnz = np.bincount(nz_rows, minlength=n)
-    return data, nz_cols.astype(np.int32), row_nnz, xdata
+    data = counts.astype(np.float32)
+    xdata = np.log1p(counts * np.repeat(scale, row_nnz)).astype(np.float32)
+    return data, cols, row_nnz, xdata
 
 
 def simulate_perturbseq(
@@ -397,9 +463,7 @@ def simulate_perturbseq(
     pairs = np.array([(i, j) for i in range(n_targets) for j in range(i + 1, n_targets)])
     pick = np.sort(drng.choice(len(pairs), size=n_doubles, replace=False)) if n_doubles else []
     double_pairs = pairs[pick] if n_doubles else np.zeros((0, 2), dtype=np.int64)
-    interaction = (
-        interaction_strength * effect_size * drng.standard_normal((n_doubles, n_programs))
-    )
+    interaction = interaction_strength * effect_size * drng.standard_normal((n_doubles, n_programs))
     labels = [""] + list(target_sym) + [f"{target_sym[a]},{target_sym[b]}" for a, b in double_pairs]
     n_cond = len(labels)
     shifts = np.zeros((n_cond, n_programs))
@@ -428,7 +492,15 @@ def simulate_perturbseq(
     starts = list(range(0, n_cells, chunk))
     seeds = ss_cells.spawn(len(starts))
     shape = 1.0 / gene_dispersion
-    args = (shifts, propagate, loadings, baseline, direct_gene, direct_value, shape)
+    args = (
+        shifts,
+        propagate,
+        loadings.astype(np.float32),
+        baseline.astype(np.float32),
+        direct_gene,
+        direct_value.astype(np.float32),
+        shape,
+    )
 
     def run(i: int):
         return _simulate_chunk(
@@ -486,8 +558,7 @@ def simulate_perturbseq(
         },
         "doubles": np.asarray(labels[1 + n_targets :], dtype=object),
         "interaction": {
-            labels[1 + n_targets + d]: interaction[d].astype(np.float32)
-            for d in range(n_doubles)
+            labels[1 + n_targets + d]: interaction[d].astype(np.float32) for d in range(n_doubles)
         },
         "params": params,
     }

@@ -74,7 +74,9 @@ def activation_scores(
             out[i] = -np.log10(np.clip(pval, np.finfo(float).tiny, 1.0))
         else:
             raise ValueError(f"method must be 'mean_diff' or 'ttest', got {method!r}.")
-    return pd.DataFrame(out, index=pd.Index(perturbations, name="perturbation"), columns=list(terms))
+    return pd.DataFrame(
+        out, index=pd.Index(perturbations, name="perturbation"), columns=list(terms)
+    )
 
 
 def affected_terms(

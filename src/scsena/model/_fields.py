@@ -82,7 +82,9 @@ class PerturbationField(BaseAnnDataField):
 
     def _state(self, adata: AnnData, targets=None) -> dict:
         parsed = parse_perturbations(
-            _obs_column(adata, self.attr_key), self.control_value, self.delimiter,
+            _obs_column(adata, self.attr_key),
+            self.control_value,
+            self.delimiter,
             targets=targets,
         )
         kinds = parsed.kind

@@ -237,7 +237,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         check_expression(matrix, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
         source_registry = kwargs.get("source_registry")
         if gene_sets is not None and source_registry is None:
-            collection = gs.as_gene_sets(gene_sets)
+            collection = gs.as_gene_sets(gene_sets, id_type=gs.guess_id_type(adata.var_names))
             mask = gs.build_mask(adata.var_names, collection, min_genes=min_genes)
             adata.uns[mask_key] = mask.to_uns()
         elif gene_sets is None and mask_key not in adata.uns and source_registry is None:
@@ -285,9 +285,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         if ADATA_KEYS.FOLD in adata.obs:
             fold = np.asarray(adata.obs[ADATA_KEYS.FOLD].astype(str))
         else:
-            fold = np.asarray(
-                assign_folds(parsed, self.heldout_, 0.2, self.seed_).astype(str)
-            )
+            fold = np.asarray(assign_folds(parsed, self.heldout_, 0.2, self.seed_).astype(str))
         return adata, parsed, fold
 
     def _fold_dataset(
@@ -370,7 +368,10 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError("No training cells: the data has no single-perturbation cells.")
         val_ds = self._fold_dataset(self.adata, [FOLD_TEST], seed + 1) if validate_on_test else None
         datamodule = PerturbationDataModule(
-            train_ds, batch_size=batch_size, seed=seed, val_dataset=val_ds,
+            train_ds,
+            batch_size=batch_size,
+            seed=seed,
+            val_dataset=val_ds,
             num_workers=num_workers,
         )
         plan = self._training_plan_cls(
@@ -444,7 +445,11 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             self.module.pathway_activity(x).cpu().numpy()
             for x in self._iter_rows(adata, idx, batch_size)
         ]
-        act = np.concatenate(out, axis=0).astype(np.float32) if out else np.zeros((0, len(self.term_ids_)), np.float32)
+        act = (
+            np.concatenate(out, axis=0).astype(np.float32)
+            if out
+            else np.zeros((0, len(self.term_ids_)), np.float32)
+        )
         if key_added is not None and indices is None:
             adata.obsm[key_added] = act
             adata.uns[key_added] = {
@@ -581,13 +586,17 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             c = torch.as_tensor(code, device=self.device).expand(n_cells, -1)
             out = []
             for s in range(0, n_cells, batch_size):
-                z_int, _ = self.module.intervene(z[s : s + batch_size], c[s : s + batch_size], temperature)
+                z_int, _ = self.module.intervene(
+                    z[s : s + batch_size], c[s : s + batch_size], temperature
+                )
                 out.append(self.module.decode(self.module.causal(z_int)).cpu().numpy())
             blocks.append(np.concatenate(out))
         canon = [self.delimiter_.join(l.split(self.delimiter_)).strip() for l in labels]
         obs = pd.DataFrame(
             {
-                "perturbation": pd.Categorical(np.repeat(canon, n_cells), categories=list(dict.fromkeys(canon))),
+                "perturbation": pd.Categorical(
+                    np.repeat(canon, n_cells), categories=list(dict.fromkeys(canon))
+                ),
                 "control_cell": np.tile(np.asarray(adata.obs_names[start]), len(labels)),
             }
         )
@@ -624,12 +633,19 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         names = [f"z{i}" for i in range(adj.shape[0])]
         if as_matrix:
             return pd.DataFrame(adj, index=names, columns=names)
-        src, dst = np.nonzero(np.abs(adj) >= threshold)
+        src, dst = np.triu_indices(adj.shape[0], k=1)
+        keep = np.abs(adj[src, dst]) >= threshold
+        src, dst = src[keep], dst[keep]
         edges = pd.DataFrame(
-            {"source": [names[i] for i in src], "target": [names[j] for j in dst],
-             "weight": adj[src, dst]}
+            {
+                "source": [names[i] for i in src],
+                "target": [names[j] for j in dst],
+                "weight": adj[src, dst],
+            }
         )
-        return edges.reindex(edges["weight"].abs().sort_values(ascending=False).index).reset_index(drop=True)
+        return edges.reindex(edges["weight"].abs().sort_values(ascending=False).index).reset_index(
+            drop=True
+        )
 
     @torch.inference_mode()
     def get_intervention_targets(
@@ -735,7 +751,9 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             sample = [g for genes in list(collection.values())[:50] for g in genes][:500]
             ids = self._target_ids(gs.guess_id_type(sample))
         else:
-            mask = mask_from_state(self.registry_["field_registries"][REGISTRY_KEYS.MASK_KEY]["state_registry"])
+            mask = mask_from_state(
+                self.registry_["field_registries"][REGISTRY_KEYS.MASK_KEY]["state_registry"]
+            )
             member = mask.membership.tocsr()
             var = list(mask.var_names)
             collection = {t: [] for t in mask.terms}
@@ -809,9 +827,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
                     }
                 )
         df = pd.DataFrame(rows)
-        df["label"] = [
-            ",".join(self.targets_[i] for i in code if i >= 0) for code in df["code"]
-        ]
+        df["label"] = [",".join(self.targets_[i] for i in code if i >= 0) for code in df["code"]]
         out = []
         for label, g in df.groupby("label", sort=True):
             w = g["n"].to_numpy(dtype=float)
@@ -824,4 +840,3 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
                 }
             )
         return pd.DataFrame(out)
-

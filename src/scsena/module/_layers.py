@@ -1,5 +1,6 @@
 """Layers of SENA-discrepancy-VAE: the gene-set masked layer, the intervention
-encoder and the causal (DAG) layer (SPEC sections 2 and 3)."""
+encoder and the causal (DAG) layer (SPEC sections 2 and 3).
+"""
 
 from __future__ import annotations
 

@@ -59,7 +59,9 @@ def mmd(
     )
 
 
-def kl_divergence(mu: torch.Tensor, var: torch.Tensor, reference_scaling: bool = True) -> torch.Tensor:
+def kl_divergence(
+    mu: torch.Tensor, var: torch.Tensor, reference_scaling: bool = True
+) -> torch.Tensor:
     """KL divergence of ``N(mu, var)`` from ``N(0, I)``, averaged.
 
     ``-0.5 * mean(1 + log var - mu^2 - var)``; with ``reference_scaling`` the mean is

@@ -22,9 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from scsena._constants import TENSORS
 
 
-def draw_control_partners(
-    n_examples: int, control_indices: np.ndarray, seed: int
-) -> np.ndarray:
+def draw_control_partners(n_examples: int, control_indices: np.ndarray, seed: int) -> np.ndarray:
     """Draw one control cell per example, uniformly with replacement."""
     rng = np.random.default_rng(seed)
     return control_indices[rng.integers(0, len(control_indices), size=n_examples)]
@@ -88,9 +86,7 @@ class PerturbationPureBatchSampler(Sampler[np.ndarray]):
             idx = rng.permutation(members) if self.shuffle else members
             n_full = len(idx) // self.batch_size
             stop = n_full * self.batch_size if self.drop_last else len(idx)
-            chunks.extend(
-                idx[i : i + self.batch_size] for i in range(0, stop, self.batch_size)
-            )
+            chunks.extend(idx[i : i + self.batch_size] for i in range(0, stop, self.batch_size))
         if self.shuffle and chunks:
             perm = rng.permutation(len(chunks))
             chunks = [chunks[i] for i in perm]

@@ -77,8 +77,15 @@ class SENATrainingPlan(TrainingPlan):
             sync_dist=self.use_sync_dist,
         )
         if mode == "train":
-            self.log("train_loss", out.loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n,
-                     sync_dist=self.use_sync_dist)
+            self.log(
+                "train_loss",
+                out.loss,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=n,
+                sync_dist=self.use_sync_dist,
+            )
         return out.loss
 
     def training_step(self, batch, batch_idx):
@@ -131,8 +138,11 @@ class BestEpochCallback(pl.Callback):
             pl_module.module.load_state_dict(self._best_state)
 
     def state_dict(self) -> dict:
-        return {"best_score": self.best_score, "best_epoch": self.best_epoch,
-                "best_state": self._best_state}
+        return {
+            "best_score": self.best_score,
+            "best_epoch": self.best_epoch,
+            "best_state": self._best_state,
+        }
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.best_score = state_dict["best_score"]

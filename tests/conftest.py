@@ -1,0 +1,42 @@
+import os
+import warnings
+
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
+
+import scsena  # noqa: E402
+
+SIM_KW = dict(n_cells=1600, n_genes=300, n_targets=8, n_doubles=4, seed=0)
+TRAIN_KW = dict(
+    max_epochs=25,
+    batch_size=32,
+    enable_progress_bar=False,
+    enable_model_summary=False,
+    logger=False,
+    enable_checkpointing=False,
+)
+
+
+@pytest.fixture(scope="session")
+def _sim():
+    return scsena.datasets.simulate_perturbseq(**SIM_KW)
+
+
+@pytest.fixture
+def sim_adata(_sim):
+    """A fresh copy of a small simulated screen (1,600 cells x 300 genes)."""
+    return _sim.copy()
+
+
+@pytest.fixture(scope="session")
+def trained(_sim):
+    """A model trained briefly on the small simulated screen, with its data and the
+    double-fold MMD before training."""
+    adata = _sim.copy()
+    scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids")
+    model = scsena.SENAVAE(adata, seed=0)
+    before = model.get_fold_losses("double")
+    model.train(**TRAIN_KW)
+    return model, adata, before

@@ -1,0 +1,161 @@
+"""SENAVAE end to end on the simulator: registration, training, prediction, I/O."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import scsena
+from conftest import TRAIN_KW
+from scsena.metrics import random_recall
+
+
+def test_setup_registers_mask_and_perturbations(sim_adata):
+    scsena.SENAVAE.setup_anndata(sim_adata, perturbation_key="guide_ids")
+    mask = scsena.gene_sets.GeneSetMask.from_uns(sim_adata.uns["scsena_mask"])
+    assert mask.n_genes == sim_adata.n_vars and mask.n_terms > 20
+    model = scsena.SENAVAE(sim_adata)
+    manager = model.adata_manager
+    state = manager.get_state_registry("gene_set_mask")
+    assert list(state["terms"]) == mask.terms == model.term_ids_
+    targets = sorted({g for g in sim_adata.obs["guide_ids"] if g and "," not in g})
+    assert model.targets_ == targets
+    assert model.n_latent == len(targets)
+    folds = sim_adata.obs["scsena_fold"]
+    kinds = sim_adata.obs["perturbation_type"].astype(str)
+    assert set(folds[kinds == "control"]) == {"control"}
+    assert set(folds[kinds == "double"]) == {"double"}
+    assert set(folds[kinds == "single"]) <= {"train", "test"}
+    for t in model.heldout_:
+        cells = sim_adata.obs["guide_ids"] == t
+        assert (folds[cells] == "test").sum() == round(0.2 * cells.sum())
+
+
+def test_training_lowers_double_mmd_and_ranks_targeted_bps(trained):
+    model, adata, before = trained
+    after = model.get_fold_losses("double")
+    assert list(after["perturbation"]) == list(before["perturbation"])
+    assert after["mmd"].mean() < 0.5 * before["mmd"].mean()
+    metrics = model.activation_test(ks=(5, 25))
+    assert len(metrics) >= 6
+    n_terms = len(model.term_ids_)
+    assert metrics["recall@25"].mean() > random_recall(n_terms, 25)
+    assert metrics["recall@5"].mean() > 3 * random_recall(n_terms, 5)
+    assert metrics["z_diff"].mean() > 0
+    # schedules were applied epoch by epoch
+    hist = model.history
+    assert hist is None or "alpha" not in hist or hist["alpha"].iloc[0, 0] == 0
+
+
+def test_predict_single_and_unseen_double(trained):
+    model, adata, _ = trained
+    doubles = sorted(set(adata.obs["guide_ids"][adata.obs["scsena_fold"] == "double"]))
+    labels = [model.targets_[0], doubles[0]]
+    pred = model.predict_perturbation(labels, n_cells=40, seed=1)
+    assert pred.shape == (80, adata.n_vars)
+    assert list(pred.var_names) == list(adata.var_names)
+    assert list(pred.obs["perturbation"].cat.categories) == labels
+    assert np.isfinite(pred.X).all()
+    again = model.predict_perturbation(labels, n_cells=40, seed=1)
+    np.testing.assert_array_equal(pred.X, again.X)
+    # the prediction of a double moves toward the real double cells
+    real = adata[adata.obs["guide_ids"] == doubles[0]].X.toarray().mean(0)
+    ctrl = adata[adata.obs["guide_ids"] == ""].X.toarray().mean(0)
+    pd_mean = pred[pred.obs["perturbation"] == doubles[0]].X.mean(0)
+    assert np.linalg.norm(pd_mean - real) < np.linalg.norm(ctrl - real)
+    # concatenates with real cells for scanpy
+    import anndata as ad
+
+    both = ad.concat([adata[:10], pred], label="source", keys=["real", "predicted"])
+    assert both.n_vars == adata.n_vars
+
+
+def test_predict_unknown_target_lists_known(trained):
+    model, _, _ = trained
+    with pytest.raises(ValueError, match="Unknown target.*knows only"):
+        model.predict_perturbation(["NOT_A_GENE"], n_cells=5)
+    with pytest.raises(ValueError, match="single and double"):
+        model.predict_perturbation([",".join(model.targets_[:3])], n_cells=5)
+
+
+def test_interpretation_outputs(trained):
+    model, adata, _ = trained
+    act = model.get_pathway_activity()
+    assert act.shape == (adata.n_obs, len(model.term_ids_))
+    np.testing.assert_array_equal(adata.obsm["X_scsena_activity"], act)
+    assert list(adata.uns["X_scsena_activity"]["term_ids"]) == model.term_ids_
+    bp = model.pathway_activity_anndata()
+    assert bp.shape == act.shape and list(bp.var_names) == model.term_ids_
+    assert "term_name" in bp.var
+    z = model.get_latent_representation()
+    assert z.shape == (adata.n_obs, model.n_latent)
+    graph = model.get_causal_graph(threshold=0.0)
+    n = model.n_latent
+    assert len(graph) == n * (n - 1) // 2
+    mat = model.get_causal_graph(as_matrix=True)
+    assert np.allclose(np.tril(mat.to_numpy()), 0)
+    targets = model.get_intervention_targets()
+    assert list(targets.index) == model.targets_
+    soft = model.get_intervention_targets(temperature=1.0, soft=True)
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-5)
+    w = model.get_latent_bp_weights()
+    assert w["mean"].shape == (len(model.term_ids_), n) and w["var"].shape == w["mean"].shape
+
+
+def test_save_load_identical_predictions(trained, tmp_path):
+    model, adata, _ = trained
+    model.save(tmp_path / "m", overwrite=True)
+    loaded = scsena.SENAVAE.load(tmp_path / "m", adata=adata)
+    labels = [model.targets_[1], f"{model.targets_[0]},{model.targets_[2]}"]
+    a = model.predict_perturbation(labels, n_cells=30, seed=5)
+    b = loaded.predict_perturbation(labels, n_cells=30, seed=5)
+    np.testing.assert_array_equal(a.X, b.X)
+    np.testing.assert_array_equal(
+        model.get_pathway_activity(key_added=None), loaded.get_pathway_activity(key_added=None)
+    )
+    assert loaded.targets_ == model.targets_ and loaded.term_ids_ == model.term_ids_
+
+
+def test_seeded_training_is_reproducible(sim_adata):
+    small = sim_adata[sim_adata.obs["perturbation_type"] != "double"].copy()
+    scsena.SENAVAE.setup_anndata(small, perturbation_key="guide_ids")
+    kw = dict(TRAIN_KW, max_epochs=3)
+    params = []
+    for _ in range(2):
+        m = scsena.SENAVAE(small, seed=7)
+        m.train(**kw)
+        params.append({k: v.clone() for k, v in m.module.state_dict().items()})
+    for k in params[0]:
+        torch.testing.assert_close(params[0][k], params[1][k], rtol=0, atol=0)
+    m3 = scsena.SENAVAE(small, seed=8)
+    assert not torch.equal(m3.module.fc_mean.weight, params[0]["fc_mean.weight"])
+
+
+def test_original_encoder_and_float64(sim_adata):
+    scsena.SENAVAE.setup_anndata(sim_adata, perturbation_key="guide_ids")
+    m = scsena.SENAVAE(sim_adata, encoder="original", dtype="float64", sena_lambda=0.0)
+    assert m.module.fc1.weight.dtype == torch.float64
+    m.train(**dict(TRAIN_KW, max_epochs=2))
+    losses = m.get_fold_losses("double")
+    assert np.isfinite(losses[["mmd", "mse", "kl"]].to_numpy()).all()
+
+
+def test_fold_losses_rejects_unknown_fold(trained):
+    model, _, _ = trained
+    with pytest.raises(ValueError, match="fold must be"):
+        model.get_fold_losses("validation")
+
+
+def test_labels_in_pertpy_convention(sim_adata):
+    obs = sim_adata.obs
+    obs["perturbation_name"] = [
+        "control" if g == "" else g.replace(",", "+") for g in obs["guide_ids"]
+    ]
+    scsena.SENAVAE.setup_anndata(
+        sim_adata, perturbation_key="perturbation_name", control_value="control", delimiter="+"
+    )
+    m = scsena.SENAVAE(sim_adata)
+    pair = "+".join(m.targets_[:2])
+    pred = m.predict_perturbation([pair], n_cells=3)
+    assert pred.n_obs == 3
+    assert isinstance(pred.obs, pd.DataFrame)
