@@ -591,7 +591,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
                 )
                 out.append(self.module.decode(self.module.causal(z_int)).cpu().numpy())
             blocks.append(np.concatenate(out))
-        canon = [self.delimiter_.join(l.split(self.delimiter_)).strip() for l in labels]
+        canon = [lab.strip() for lab in labels]
         obs = pd.DataFrame(
             {
                 "perturbation": pd.Categorical(

@@ -1,5 +1,6 @@
-"""Layers of SENA-discrepancy-VAE: the gene-set masked layer, the intervention
-encoder and the causal (DAG) layer (SPEC sections 2 and 3).
+"""Layers of SENA-discrepancy-VAE (SPEC sections 2 and 3).
+
+The gene-set masked layer, the intervention encoder and the causal (DAG) layer.
 """
 
 from __future__ import annotations
@@ -83,7 +84,10 @@ class MaskedLinear(nn.Module):
         return F.linear(x, self.effective_weight(), self.bias)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, lambda_={self.lambda_}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"lambda_={self.lambda_}"
+        )
 
 
 class InterventionEncoder(nn.Module):

@@ -144,7 +144,7 @@ class SENAModule(BaseModuleClass):
         alpha: float = 1.0,
         beta: float = 1.0,
     ) -> LossOutput:
-        """``alpha * MMD(y_hat, y) + MSE(x_hat, x) + beta * KL + lambda_G * L1`` (SPEC section 4)."""
+        """Loss ``alpha * MMD(y_hat, y) + MSE(x_hat, x) + beta * KL + lambda_G * L1``."""
         x = tensors[TENSORS.X_CONTROL]
         y = tensors[TENSORS.Y]
         term_mmd = mmd(generative_outputs["y_hat"], y, sigma=self.mmd_sigma)

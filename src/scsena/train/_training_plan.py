@@ -103,9 +103,10 @@ class SENATrainingPlan(TrainingPlan):
 
 
 class BestEpochCallback(pl.Callback):
-    """Keep the weights of the epoch with the lowest mean of the epoch-average loss
-    components (total, MMD, MSE, KL, L1), as the reference selects its model, and
-    restore them when training ends.
+    """Keep the weights of the reference's best epoch and restore them at the end.
+
+    The best epoch has the lowest mean of the epoch-average loss components (total,
+    MMD, MSE, KL, L1), as the reference selects its model.
 
     Parameters
     ----------
