@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from functools import lru_cache
 from pathlib import Path
 
 import anndata as ad
@@ -71,32 +70,18 @@ def _looks_ensembl(names: pd.Index) -> bool:
     return float(np.mean(names.str.match(r"^ENS[A-Z]*G\d+"))) > 0.9
 
 
-@lru_cache(maxsize=1)
-def _id_maps() -> tuple[dict[str, str], dict[str, str]]:
-    """Return (symbol -> Ensembl id, Ensembl id -> symbol), one id per key."""
-    from scsena.gene_sets import gene_id_table
-
-    table = gene_id_table()[["symbol", "ensembl_id"]].dropna()
-    table = table[(table["symbol"] != "") & (table["ensembl_id"] != "")]
-    table = table.astype(str).drop_duplicates().sort_values(["symbol", "ensembl_id"])
-    sym2ens = table.drop_duplicates("symbol").set_index("symbol")["ensembl_id"].to_dict()
-    ens2sym = (
-        table.sort_values(["ensembl_id", "symbol"])
-        .drop_duplicates("ensembl_id")
-        .set_index("ensembl_id")["symbol"]
-        .to_dict()
-    )
-    return sym2ens, ens2sym
-
-
 def _annotate_genes(adata: ad.AnnData, info: dict) -> None:
     """Add ``var["gene_symbols"]`` and, for symbol var_names, ``var["ensembl_id"]``."""
+    from scsena.gene_sets import map_gene_ids
+
     names = adata.var_names.astype(str)
     if _looks_ensembl(names):
         info["var_names"] = "ensembl"
         if "gene_symbols" not in adata.var.columns:
-            _, ens2sym = _id_maps()
-            adata.var["gene_symbols"] = [ens2sym.get(g.split(".")[0], g) for g in names]
+            symbols = map_gene_ids(names, to="symbol").mapping.to_numpy(dtype=object)
+            missing = pd.isna(symbols)
+            symbols[missing] = np.asarray(names, dtype=object)[missing]
+            adata.var["gene_symbols"] = symbols
         return
     info["var_names"] = "symbol"
     if "gene_symbols" not in adata.var.columns:
@@ -104,25 +89,24 @@ def _annotate_genes(adata: ad.AnnData, info: dict) -> None:
     ens = None
     for col in _ENSEMBL_COLUMNS:
         if col in adata.var.columns and _looks_ensembl(pd.Index(adata.var[col].astype(str))):
-            ens = adata.var[col].astype(str).str.split(".").str[0].to_numpy(dtype=object)
-            ens[~pd.Series(ens).str.match(r"^ENS[A-Z]*G\d+").to_numpy()] = ""
+            ens = adata.var[col].astype(str).str.replace(r"\.\d+$", "", regex=True)
+            ens = ens.where(ens.str.match(r"^ENS[A-Z]*G\d+$"), "").to_numpy(dtype=object)
+            source = f"var[{col!r}]"
             break
     if ens is None:
-        sym2ens, _ = _id_maps()
-        ens = np.array([sym2ens.get(s, "") for s in names], dtype=object)
+        ens = map_gene_ids(names, to="ensembl").mapping.fillna("").to_numpy(dtype=object)
+        source = "the bundled gene table"
     adata.var["ensembl_id"] = ens
     n_mapped = int((ens != "").sum())
     info["n_genes_ensembl"] = n_mapped
     logger.info(
-        "%d of %d gene symbols mapped to Ensembl ids (var['ensembl_id']; unmapped: '').",
+        "%d of %d gene symbols have an Ensembl id (from %s), in var['ensembl_id']; the %d "
+        "others ('') belong to no GO gene set.",
         n_mapped,
         adata.n_vars,
+        source,
+        adata.n_vars - n_mapped,
     )
-    if n_mapped < adata.n_vars:
-        logger.info(
-            "%d genes have no Ensembl id and cannot belong to any GO gene set.",
-            adata.n_vars - n_mapped,
-        )
 
 
 def _warn_if_counts(adata: ad.AnnData, what: str, n_rows: int = 2000) -> None:

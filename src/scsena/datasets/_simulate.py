@@ -197,7 +197,8 @@ def _nb_counts(
     pk *= r
     np.exp(pk, out=pk)
     cdf = pk.copy()
-    counts = np.greater(uniform, cdf).view(np.uint8)
+    positive = np.greater(uniform, cdf)
+    counts = positive.view(np.uint8).copy()
     above = np.empty(mu.shape, dtype=bool)
     for k in range(_DENSE_STEPS):
         pk *= q
@@ -205,8 +206,17 @@ def _nb_counts(
         cdf += pk
         np.greater(uniform, cdf, out=above)
         counts += above.view(np.uint8)
-    idx = np.flatnonzero(counts)
+    if any_large:
+        big = np.flatnonzero(large)
+        rb = shape[big % g]
+        big_values = rng.poisson(rng.standard_gamma(rb) * (mu.ravel()[big] / rb))
+        nonzero = big_values > 0
+        big, big_values = big[nonzero], big_values[nonzero]
+        positive.ravel()[big] = True
+    idx = np.flatnonzero(positive)
     values = counts.ravel()[idx].astype(np.int64)
+    if any_large:
+        values[np.searchsorted(idx, big)] = big_values
     rest = np.flatnonzero(above)  # X > _DENSE_STEPS: continue on these entries only
     if rest.size:
         pos = np.searchsorted(idx, rest)
@@ -223,16 +233,6 @@ def _nb_counts(
             keep = np.flatnonzero((u > c) & (p > 0))
             pos, u, c, p, qq, rr = pos[keep], u[keep], c[keep], p[keep], qq[keep], rr[keep]
             values[pos] += 1
-    if any_large:
-        big = np.flatnonzero(large)
-        rb = shape[big % g]
-        lam = rng.standard_gamma(rb) * (mu.ravel()[big] / rb)
-        big_values = rng.poisson(lam)
-        nonzero = big_values > 0
-        big, big_values = big[nonzero], big_values[nonzero]
-        at = np.searchsorted(idx, big)
-        idx = np.insert(idx, at, big)
-        values = np.insert(values, at, big_values)
     return idx, values
 
 
@@ -445,6 +445,9 @@ def simulate_perturbseq(
                 "programs; lower n_targets or raise n_genes."
             )
     strength = rng.uniform(0.6, 1.4, size=n_targets)
+    # CRISPRa targets are mostly lowly expressed genes (e.g. transcription factors):
+    # their activation must not take over the library of the cell.
+    baseline[targets_local] = rng.normal(-1.0, 0.5, size=n_targets) * baseline_sd
     membership = np.zeros((n_programs, n_genes), dtype=bool)
     for k, g in enumerate(program_genes):
         membership[k, g] = True

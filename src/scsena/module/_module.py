@@ -85,8 +85,13 @@ class SENAModule(BaseModuleClass):
         self.causal = CausalLayer(n_latent)
         self.d1 = nn.Linear(n_latent, n_hidden)
         self.d2 = nn.Linear(n_hidden, n_genes)
-        # every nn.Linear (not the masked layer) as the reference: N(0, 0.02), bias 0
-        init_linear_reference(self)
+        # as the reference: the dense encoder/decoder linears N(0, 0.02), bias 0; the
+        # intervention encoder keeps PyTorch's default initialisation, which gives each
+        # target a distinct starting assignment
+        for layer in (self.fc_mean, self.fc_var, self.d1, self.d2):
+            init_linear_reference(layer)
+        if encoder == "original":
+            init_linear_reference(self.fc1)
 
     # -- building blocks -------------------------------------------------------
     def pathway_activity(self, x: torch.Tensor) -> torch.Tensor:
