@@ -1,0 +1,234 @@
+import math
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse, stats
+
+from scsena import metrics
+
+# ---------------------------------------------------------------- distribution metrics
+
+X2 = np.array([[0.0, 0.0], [1.0, 0.0]])
+Y2 = np.array([[0.0, 1.0], [1.0, 1.0]])
+# Squared distances: within X and within Y {0, 1, 1, 0}; across {1, 2, 2, 1}, so
+# MMD = (k0 + k1)/2 + (k0 + k1)/2 - 2 (k1 + k2)/2 = k0 - k2 for any kernel k(d2).
+
+
+def test_mmd_single_kernel_by_hand():
+    # kernel_num = 1: one bandwidth, sigma / 2**0 = sigma = 2 -> k(d2) = exp(-d2 / 2)
+    assert metrics.mmd(X2, Y2, sigma=2.0, kernel_num=1) == pytest.approx(1.0 - math.exp(-1.0))
+
+
+def test_mmd_reference_kernels_by_hand():
+    # SENA default sigma = 200, 10 kernels with bandwidths 200 / 32 * 2**i
+    bws = [6.25, 12.5, 25.0, 50.0, 100.0, 200.0, 400.0, 800.0, 1600.0, 3200.0]
+    k0 = 10.0
+    k2 = sum(math.exp(-2.0 / b) for b in bws)
+    assert metrics.mmd(X2, Y2) == pytest.approx(k0 - k2, rel=1e-12)
+    assert metrics.mmd(X2, Y2, sigma=200.0) == pytest.approx(0.5769113, abs=1e-6)
+
+
+def test_mmd_unequal_sizes_by_hand():
+    x = np.array([[0.0]])
+    y = np.array([[0.0], [2.0]])
+    # k(d2) = exp(-d2 / 4); Kxx = 1, Kyy = Kxy = (1 + e^-1) / 2
+    expected = 1.0 + (1 + math.exp(-1)) / 2 - 2 * (1 + math.exp(-1)) / 2
+    assert metrics.mmd(x, y, sigma=4.0, kernel_num=1) == pytest.approx(expected)
+
+
+def test_mmd_brute_force_and_identity():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3)) * 3
+    y = rng.normal(size=(4, 3)) * 3 + 1
+    bws = [20.0 / 32 * 2**i for i in range(10)]
+
+    def k(a, b):
+        d2 = float(np.sum((a - b) ** 2))
+        return sum(math.exp(-d2 / bw) for bw in bws)
+
+    kxx = np.mean([k(a, b) for a in x for b in x])
+    kyy = np.mean([k(a, b) for a in y for b in y])
+    kxy = np.mean([k(a, b) for a in x for b in y])
+    assert metrics.mmd(x, y, sigma=20.0) == pytest.approx(kxx + kyy - 2 * kxy, rel=1e-10)
+    assert metrics.mmd(x, x) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_energy_distance_1d_by_hand():
+    x = np.array([[0.0], [1.0]])
+    y = np.array([[3.0]])
+    # E|X-Y| = (3 + 2)/2 = 2.5; E|X-X'| = (0 + 1 + 1 + 0)/4 = 0.5; E|Y-Y'| = 0
+    assert metrics.energy_distance(x, y) == pytest.approx(2 * 2.5 - 0.5 - 0.0)
+    # scipy returns the square root of the same V-statistic
+    assert metrics.energy_distance(x, y) == pytest.approx(
+        stats.energy_distance(x[:, 0], y[:, 0]) ** 2
+    )
+    assert metrics.energy_distance(x, x) == pytest.approx(0.0)
+
+
+def test_energy_distance_2d_by_hand():
+    # within-sample distances {0, 1, 1, 0}; across {1, sqrt2, sqrt2, 1}
+    expected = 2 * (2 + 2 * math.sqrt(2)) / 4 - 0.5 - 0.5
+    assert metrics.energy_distance(X2, Y2) == pytest.approx(expected)
+
+
+def test_distribution_input_checks():
+    with pytest.raises(ValueError, match="genes"):
+        metrics.mmd(np.zeros((2, 3)), np.zeros((2, 4)))
+    with pytest.raises(ValueError, match="2-D"):
+        metrics.energy_distance(np.zeros(3), np.zeros((2, 3)))
+
+
+# ---------------------------------------------------------------- mean-expression metrics
+
+CTRL = np.array([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]])  # mean [1, 1, 1]
+REAL = np.array([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0]])  # mean [2, 1, 0] -> delta [1, 0, -1]
+PRED = np.array([[4.0, 1.0, 1.0], [2.0, 1.0, 1.0]])  # mean [3, 1, 1] -> delta [2, 0, 0]
+
+
+def test_delta_metrics_by_hand():
+    out = metrics.delta_metrics(PRED, REAL, CTRL)
+    assert set(out) == {"mse_delta", "pearson_delta"}
+    assert out["mse_delta"] == pytest.approx(2.0 / 3.0)
+    # centred deltas [4/3, -2/3, -2/3] and [1, 0, -1]: 2 / (sqrt(24)/3 * sqrt(2))
+    assert out["pearson_delta"] == pytest.approx(math.sqrt(3) / 2)
+
+
+def test_delta_metrics_de_genes():
+    out = metrics.delta_metrics(PRED, REAL, CTRL, de_genes=np.array([0, 2]))
+    # deltas on genes 0, 2: [2, 0] vs [1, -1]
+    assert out["mse_delta_de"] == pytest.approx(1.0)
+    assert out["pearson_delta_de"] == pytest.approx(1.0)
+    mask = metrics.delta_metrics(PRED, REAL, CTRL, de_genes=np.array([True, False, True]))
+    assert mask["mse_delta_de"] == pytest.approx(1.0)
+
+
+def test_delta_metrics_perfect_and_constant():
+    perfect = metrics.delta_metrics(REAL, REAL, CTRL)
+    assert perfect["mse_delta"] == 0.0
+    assert perfect["pearson_delta"] == pytest.approx(1.0)
+    # predicting the control mean: constant (zero) delta -> NaN correlation, no error
+    const = metrics.delta_metrics(CTRL, REAL, CTRL)
+    assert math.isnan(const["pearson_delta"])
+    assert const["mse_delta"] == pytest.approx(2.0 / 3.0)
+    # 1-D means are accepted
+    means = metrics.delta_metrics(np.array([3.0, 1, 1]), REAL.mean(0), np.ones(3))
+    assert means["mse_delta"] == pytest.approx(2.0 / 3.0)
+
+
+def test_l2_top_expressed_picks_control_top_genes():
+    control = np.array([5.0, 1.0, 3.0, 0.0])
+    real = np.array([5.0, 10.0, 3.0, 0.0])
+    pred = np.array([6.0, 0.0, 1.0, 0.0])
+    # top-2 control genes are 0 and 2: diff [-1, 2]; gene 1 (top in real) would give ~10
+    assert metrics.l2_top_expressed(pred, real, control, n_genes=2) == pytest.approx(math.sqrt(5.0))
+    assert metrics.l2_top_expressed(pred, real, control, n_genes=1) == pytest.approx(1.0)
+    # more genes than exist: all genes
+    assert metrics.l2_top_expressed(pred, real, control) == pytest.approx(math.sqrt(105.0))
+    # cells x genes inputs use the means
+    cells = np.stack([control - 1, control + 1])
+    assert metrics.l2_top_expressed(
+        np.stack([pred, pred]), np.stack([real, real]), cells, n_genes=2
+    ) == pytest.approx(math.sqrt(5.0))
+
+
+def test_additive_baseline():
+    ctrl = np.array([1.0, 1.0, 1.0])
+    singles = {"A": np.array([2.0, 1.0, 0.0]), "B": np.array([1.0, 3.0, 1.0])}
+    expected = np.array([2.0, 3.0, 0.0])  # A + B - ctrl
+    np.testing.assert_allclose(metrics.additive_baseline(singles, ctrl, "A,B"), expected)
+    np.testing.assert_allclose(metrics.additive_baseline(singles, ctrl, "B,A"), expected)
+    np.testing.assert_allclose(
+        metrics.additive_baseline(singles, ctrl, "A+B", delimiter="+"), expected
+    )
+    np.testing.assert_allclose(metrics.additive_baseline(singles, ctrl, "A"), singles["A"])
+    with pytest.raises(KeyError, match="C"):
+        metrics.additive_baseline(singles, ctrl, "A,C")
+
+
+def _toy_adata(rng, sparse_x=False):
+    n_per, n_genes = 30, 10
+    x = rng.normal(loc=2.0, scale=0.3, size=(2 * n_per, n_genes))
+    x[n_per:, 2] += 3.0
+    x[n_per:, 5] -= 1.5  # down-regulated: ranked by |score|
+    x[n_per:, 7] += 2.0
+    obs = pd.DataFrame({"pert": [""] * n_per + ["X"] * n_per})
+    obs.index = obs.index.astype(str)
+    adata = ad.AnnData(
+        X=sparse.csr_matrix(x) if sparse_x else x,
+        obs=obs,
+        var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]),
+    )
+    adata.uns["log1p"] = {"base": None}
+    adata.uns["mine"] = 1
+    return adata
+
+
+def test_top_de_genes_finds_shifted_genes_and_leaves_uns():
+    adata = _toy_adata(np.random.default_rng(0))
+    uns_keys = set(adata.uns)
+    top = metrics.top_de_genes(adata, "pert", "X", "", n_genes=3)
+    assert set(top.tolist()) == {2, 5, 7}
+    assert top.dtype.kind == "i"
+    assert set(adata.uns) == uns_keys
+    assert list(adata.obs.columns) == ["pert"]
+    full = metrics.top_de_genes(adata, "pert", "X", "", n_genes=100)
+    assert sorted(full.tolist()) == list(range(10))
+    assert set(full[:3].tolist()) == {2, 5, 7}
+    sparse_top = metrics.top_de_genes(
+        _toy_adata(np.random.default_rng(0), sparse_x=True), "pert", "X", "", n_genes=3
+    )
+    np.testing.assert_array_equal(sparse_top, top)
+    with pytest.raises(ValueError, match="No cells"):
+        metrics.top_de_genes(adata, "pert", "Y", "")
+
+
+def test_perturbation_metrics_keys_perfect_and_mean_pred():
+    keys = {
+        "mmd",
+        "energy",
+        "mse_delta",
+        "pearson_delta",
+        "mse_delta_de",
+        "pearson_delta_de",
+        "l2_top1000",
+    }
+    perfect = metrics.perturbation_metrics(REAL, REAL, CTRL, de_genes=[0, 2])
+    assert set(perfect) == keys
+    assert perfect["mmd"] == pytest.approx(0.0, abs=1e-12)
+    assert perfect["energy"] == pytest.approx(0.0, abs=1e-12)
+    assert perfect["mse_delta"] == 0.0
+    assert perfect["pearson_delta"] == pytest.approx(1.0)
+    assert perfect["l2_top1000"] == 0.0
+
+    out = metrics.perturbation_metrics(PRED, REAL, CTRL)
+    assert set(out) == keys
+    assert out["mmd"] == pytest.approx(metrics.mmd(PRED, REAL))
+    assert out["energy"] == pytest.approx(metrics.energy_distance(PRED, REAL))
+    assert math.isnan(out["mse_delta_de"]) and math.isnan(out["pearson_delta_de"])
+    assert out["l2_top1000"] == pytest.approx(math.sqrt(2.0))  # means [3,1,1] vs [2,1,0]
+
+    mean_pred = metrics.perturbation_metrics(PRED.mean(0), REAL, CTRL)
+    assert math.isnan(mean_pred["mmd"]) and math.isnan(mean_pred["energy"])
+    for k in ("mse_delta", "pearson_delta", "l2_top1000"):
+        assert mean_pred[k] == pytest.approx(out[k])
+
+    no_dist = metrics.perturbation_metrics(PRED, REAL, CTRL, include_distribution=False)
+    assert math.isnan(no_dist["mmd"]) and no_dist["mse_delta"] == out["mse_delta"]
+
+
+def test_sparse_and_dense_agree():
+    rng = np.random.default_rng(1)
+    dense = [rng.poisson(1.0, size=(n, 12)).astype(float) for n in (6, 5, 7)]
+    sp = [sparse.csr_matrix(a) for a in dense]
+    de = np.array([0, 3, 4])
+    d = metrics.perturbation_metrics(*dense, de_genes=de, sigma=20.0)
+    s = metrics.perturbation_metrics(*sp, de_genes=de, sigma=20.0)
+    assert set(d) == set(s)
+    for k in d:
+        np.testing.assert_allclose(s[k], d[k], rtol=1e-12, err_msg=k)
+    assert metrics.mmd(sp[0], sp[1]) == pytest.approx(metrics.mmd(dense[0], dense[1]))
+    assert metrics.energy_distance(sp[0], dense[1]) == pytest.approx(
+        metrics.energy_distance(dense[0], dense[1])
+    )
