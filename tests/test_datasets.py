@@ -17,11 +17,12 @@ from scipy import sparse
 from scsena.datasets import (
     SIMULATION_UNS_KEY,
     WESSEL_HELDOUT,
+    _download,
+    _simulate,
     norman2019,
     simulate_perturbseq,
     wessel2023_hek293,
 )
-from scsena.datasets import _download, _simulate
 
 SMALL = {"n_cells": 700, "n_genes": 300, "n_targets": 8, "n_doubles": 4}
 
@@ -63,7 +64,7 @@ def _means(adata: ad.AnnData) -> dict[str, np.ndarray]:
     return {lab: X[labels == lab].mean(axis=0) for lab in np.unique(labels)}
 
 
-def _log_normalised(counts: np.ndarray, rng: np.random.Generator) -> sparse.csr_matrix:
+def _log_normalised(counts: np.ndarray) -> sparse.csr_matrix:
     totals = counts.sum(axis=1, keepdims=True)
     return sparse.csr_matrix(np.log1p(counts / totals * 1e4).astype(np.float32))
 
@@ -76,7 +77,7 @@ def _cpa_file(path, rng) -> ad.AnnData:
     """A tiny file in the layout of CPA's Norman2019_raw.h5ad."""
     labels = ["", "", "CBL", "CBL", "PTPN12", "CBL,PTPN12", "ETS2", "ETS2,SGK1", "", "SGK1"]
     var = pd.DataFrame(index=pd.Index(list(GENES.values())))
-    X = _log_normalised(_counts(len(labels), len(var), rng), rng)
+    X = _log_normalised(_counts(len(labels), len(var), rng))
     obs = pd.DataFrame(
         {"guide_ids": pd.Categorical(labels), "dose_val": "1.0"},
         index=[f"AAAC-{i}" for i in range(len(labels))],
@@ -106,7 +107,7 @@ def _pertpy_file(path, rng, *, ensembl_column: bool = False) -> ad.AnnData:
 def _wessel_file(path, rng) -> ad.AnnData:
     labels = ["NT", "CD46", "CD46_CD55", "NT_NT", "CD55_NT", "CD71", "CD46_CD55_CD71", "NT"]
     var = pd.DataFrame(index=pd.Index(list(GENES.values())))
-    X = _log_normalised(_counts(len(labels), len(var), rng), rng)
+    X = _log_normalised(_counts(len(labels), len(var), rng))
     obs = pd.DataFrame({"TargetGenes": labels}, index=[f"w{i}" for i in range(len(labels))])
     adata = ad.AnnData(X=X, obs=obs, var=var)
     adata.write_h5ad(path)
@@ -185,7 +186,7 @@ def test_simulator_seed_reproducible(sim, monkeypatch):
     assert not np.array_equal(other.var_names, sim.var_names)
     assert (other.X != sim.X).nnz > 0
 
-    # Thread count and chunking into several blocks of cells do not change the result.
+    # With several blocks of cells, the number of threads does not change the result.
     monkeypatch.setattr(_simulate, "_CHUNK_ELEMENTS", 64 * SMALL["n_genes"])
     one = simulate_perturbseq(**SMALL, seed=3, n_jobs=1)
     two = simulate_perturbseq(**SMALL, seed=3, n_jobs=2)
@@ -196,7 +197,9 @@ def test_simulator_genes_support_a_sena_mask(sim):
     from scsena.gene_sets import go_bp
 
     genes = set(sim.var_names)
-    kept = {t for t, members in go_bp(terms="sena").items() if len(genes.intersection(members)) >= 5}
+    kept = {
+        t for t, members in go_bp(terms="sena").items() if len(genes.intersection(members)) >= 5
+    }
     assert len(kept) >= 40
     truth = sim.uns[SIMULATION_UNS_KEY]
     assert set(truth["factor_terms"]) <= kept
@@ -300,6 +303,7 @@ def test_simulator_h5ad_roundtrip(sim, tmp_path):
         ({"n_genes": 40, "n_targets": 10, "n_programs": 10}, "n_genes"),
         ({"n_cells": 10}, "n_cells"),
         ({"dispersion": 0.0}, "dispersion"),
+        ({"n_genes": 20_000, "n_targets": 5}, "exceeds the"),
     ],
 )
 def test_simulator_rejects_bad_arguments(kwargs, match):
@@ -354,6 +358,10 @@ def test_norman_pertpy_layout(tmp_path, ensembl_column):
     info = adata.uns["scsena_dataset"]
     assert info["layout"] == "pertpy"
     assert info["n_genes_ensembl"] == len(GENES) + int(ensembl_column)
+    adata.write_h5ad(tmp_path / "normalised.h5ad")  # the added fields are h5ad-serialisable
+    back = ad.read_h5ad(tmp_path / "normalised.h5ad")
+    assert back.obs["guide_ids"].astype(str).tolist() == adata.obs["guide_ids"].astype(str).tolist()
+    assert list(back.uns["scsena_dataset"]["heldout"]) == list(info["heldout"])
 
 
 def test_wessel_layout(tmp_path):
@@ -451,7 +459,9 @@ def test_download_reports_missing_member(tmp_path, monkeypatch):
         info = tarfile.TarInfo("datasets/other.h5ad")
         info.size = 1
         tar.addfile(info, io.BytesIO(b"x"))
-    monkeypatch.setattr(_download, "urlopen", lambda url, timeout=None: io.BytesIO(buffer.getvalue()))
+    monkeypatch.setattr(
+        _download, "urlopen", lambda url, timeout=None: io.BytesIO(buffer.getvalue())
+    )
     with pytest.raises(FileNotFoundError, match="Norman2019_raw.h5ad"):
         norman2019(cache_dir=tmp_path, progress=False)
     assert not list(tmp_path.glob("*.part"))

@@ -71,6 +71,174 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_data(args: argparse.Namespace):
+    """The AnnData named by ``--data`` (a path, or ``simulate``), in the canonical schema."""
+    import anndata as ad
+
+    import scsena
+
+    if args.data == "simulate":
+        return scsena.datasets.simulate_perturbseq(
+            n_cells=args.sim_cells, n_genes=args.sim_genes, n_targets=args.sim_targets,
+            n_doubles=args.sim_doubles, seed=args.sim_seed,
+        )
+    if args.dataset == "norman2019":
+        return scsena.datasets.norman2019(args.data)
+    if args.dataset == "wessel2023":
+        return scsena.datasets.wessel2023_hek293(args.data)
+    if not os.path.exists(args.data):
+        raise SystemExit(f"error: --data {args.data!r} does not exist (a .h5ad path or 'simulate').")
+    return ad.read_h5ad(args.data)
+
+
+def _setup(adata, args: argparse.Namespace) -> None:
+    import scsena
+
+    scsena.SENAVAE.setup_anndata(
+        adata, perturbation_key=args.perturbation_key, control_value=args.control_value,
+        delimiter=args.delimiter, layer=args.layer, gene_sets=args.gene_sets,
+        min_genes=args.min_genes,
+    )
+
+
+def _logger(args: argparse.Namespace, run_dir: str, seed: int):
+    if args.log != "mlflow":
+        return False
+    from scsena.tracking import mlflow_logger
+
+    return mlflow_logger(
+        experiment_name=args.experiment, tracking_uri=args.tracking_uri,
+        run_name=f"seed{seed}", directory=args.save_dir,
+    )
+
+
+def _train(args: argparse.Namespace) -> int:
+    import json
+
+    import scsena
+
+    os.makedirs(args.save_dir, exist_ok=True)
+    config = {k: v for k, v in vars(args).items() if k != "func"}
+    with open(os.path.join(args.save_dir, "config.json"), "w") as fh:
+        json.dump(config, fh, indent=2)
+    for seed in args.seeds:
+        adata = _load_data(args)
+        _setup(adata, args)
+        model = scsena.SENAVAE(
+            adata, n_latent=args.latent_dim, encoder=args.encoder, sena_lambda=args.sena_lambda,
+            mmd_sigma=args.mmd_sigma, lambda_l1=args.lambda_l1, dtype=args.dtype,
+            heldout=args.heldout if args.heldout else "auto", seed=seed,
+        )
+        run_dir = os.path.join(args.save_dir, f"seed{seed}")
+        t = time.perf_counter()
+        model.train(
+            max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            alpha_max=args.alpha_max, beta_max=args.beta_max, tau_max=args.tau_max,
+            grad_clip=args.grad_clip, accelerator=args.accelerator, devices=args.devices,
+            logger=_logger(args, run_dir, seed), enable_progress_bar=args.progress,
+            enable_checkpointing=False, enable_model_summary=False,
+        )
+        model.save(os.path.join(run_dir, "model"), overwrite=args.overwrite, save_anndata=False)
+        adata.obs[["scsena_fold"]].to_csv(os.path.join(run_dir, "folds.tsv"), sep="\t")
+        if model.history:
+            import pandas as pd
+
+            pd.concat(model.history.values(), axis=1).to_csv(
+                os.path.join(run_dir, "history.tsv"), sep="\t"
+            )
+        print(f"[train] seed {seed}: {args.epochs} epochs in {time.perf_counter() - t:.1f} s "
+              f"-> {run_dir}")
+    return 0
+
+
+def _run_dirs(model_dir: str) -> list[tuple[int, str]]:
+    import glob
+    import re
+
+    runs = []
+    for d in sorted(glob.glob(os.path.join(model_dir, "seed*"))):
+        m = re.search(r"seed(\d+)$", d)
+        if m and os.path.isdir(os.path.join(d, "model")):
+            runs.append((int(m.group(1)), d))
+    if not runs:
+        raise SystemExit(f"error: no trained runs (seed*/model) in {model_dir!r}; run `scsena train`.")
+    return runs
+
+
+def _load_run(args: argparse.Namespace, run_dir: str):
+    import json
+
+    import pandas as pd
+
+    import scsena
+
+    with open(os.path.join(args.model_dir, "config.json")) as fh:
+        config = json.load(fh)
+    for key, value in config.items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, value)
+    adata = _load_data(args)
+    model = scsena.SENAVAE.load(os.path.join(run_dir, "model"), adata=adata)
+    folds = pd.read_csv(os.path.join(run_dir, "folds.tsv"), sep="\t", index_col=0)
+    adata.obs["scsena_fold"] = pd.Categorical(
+        folds["scsena_fold"].reindex(adata.obs_names).to_numpy(),
+        categories=adata.obs["scsena_fold"].cat.categories,
+    )
+    return model, adata
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from scsena.evaluate import combine, evaluate_model, seed_summary
+
+    results, seeds = [], []
+    for seed, run_dir in _run_dirs(args.model_dir):
+        model, adata = _load_run(args, run_dir)
+        res = evaluate_model(model, adata, name=args.name, n_de_genes=args.n_de_genes, seed=seed)
+        res.write(os.path.join(args.out or run_dir, f"seed{seed}") if args.out else run_dir)
+        results.append(res)
+        seeds.append(seed)
+    both = combine(results, seeds)
+    out = args.out or args.model_dir
+    os.makedirs(out, exist_ok=True)
+    table = seed_summary(both)
+    table.to_csv(os.path.join(out, "summary_over_seeds.tsv"), sep="\t", index=False)
+    show = table[table["metric"].isin(["mmd", "pearson_delta_de", "ref_mmd", "recall@25"])]
+    print(show.to_string(index=False))
+    return 0
+
+
+def _activity(args: argparse.Namespace) -> int:
+    seed, run_dir = _run_dirs(args.model_dir)[0]
+    model, adata = _load_run(args, run_dir)
+    bp = model.pathway_activity_anndata(adata)
+    out = args.out or os.path.join(run_dir, "activity.h5ad")
+    bp.write_h5ad(out)
+    metrics, scores = model.activation_test(adata, method=args.method, return_scores=True)
+    metrics.to_csv(out.replace(".h5ad", "_test.tsv"), sep="\t", index=False)
+    scores.to_csv(out.replace(".h5ad", "_scores.tsv"), sep="\t")
+    print(f"[activity] {bp.n_obs} cells x {bp.n_vars} BPs -> {out}; recall@25 "
+          f"{metrics['recall@25'].mean():.3f}, z-diff {metrics['z_diff'].mean():.3f}")
+    return 0
+
+
+def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """Data options; for commands reading a trained run, defaults come from its config."""
+
+    def d(value):
+        return value if required else None
+
+    p.add_argument("--data", required=required, default=None,
+                   help="A .h5ad path, or 'simulate' for the built-in simulator"
+                   + ("" if required else " (default: as in training)") + ".")
+    p.add_argument("--dataset", choices=["h5ad", "norman2019", "wessel2023"], default=d("h5ad"),
+                   help="Reader for --data (norman2019: CPA or pertpy layout).")
+    p.add_argument("--sim-cells", type=int, default=d(3000))
+    p.add_argument("--sim-genes", type=int, default=d(1000))
+    p.add_argument("--sim-targets", type=int, default=d(20))
+    p.add_argument("--sim-doubles", type=int, default=d(10))
+    p.add_argument("--sim-seed", type=int, default=d(0))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``scsena`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -89,6 +257,55 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--accelerator", default="auto")
     demo.add_argument("--mask-only", action="store_true", help="Stop after the mask.")
     demo.set_defaults(func=_demo)
+
+    train = sub.add_parser("train", help="Train SENAVAE (one run per seed); writes config, models, folds.")
+    _data_args(train)
+    train.add_argument("--save-dir", required=True)
+    train.add_argument("--overwrite", action="store_true")
+    train.add_argument("--perturbation-key", default="guide_ids")
+    train.add_argument("--control-value", default="")
+    train.add_argument("--delimiter", default=",")
+    train.add_argument("--layer", default=None)
+    train.add_argument("--gene-sets", default="go_bp_sena", help="Preset name or GMT path.")
+    train.add_argument("--min-genes", type=int, default=5)
+    train.add_argument("--encoder", choices=["sena", "original"], default="sena")
+    train.add_argument("--latent-dim", type=int, default=None, help="Default: number of targets.")
+    train.add_argument("--sena-lambda", type=float, default=0.0)
+    train.add_argument("--mmd-sigma", type=float, default=200.0)
+    train.add_argument("--lambda-l1", type=float, default=0.1)
+    train.add_argument("--alpha-max", type=float, default=1.0)
+    train.add_argument("--beta-max", type=float, default=1.0)
+    train.add_argument("--tau-max", type=float, default=100.0)
+    train.add_argument("--epochs", type=int, default=100)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--grad-clip", type=float, default=None, help="Reference option: 0.5.")
+    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    train.add_argument("--heldout", nargs="*", default=None, help="Held-out single targets.")
+    train.add_argument("--seeds", type=int, nargs="+", default=[0])
+    train.add_argument("--accelerator", default="auto", help="auto, cpu, gpu ...")
+    train.add_argument("--devices", default="auto")
+    train.add_argument("--log", choices=["none", "mlflow"], default="none")
+    train.add_argument("--tracking-uri", default=None,
+                       help="MLflow tracking URI (default: a local store in --save-dir).")
+    train.add_argument("--experiment", default="scsena")
+    train.add_argument("--progress", action="store_true", help="Show the progress bar.")
+    train.set_defaults(func=_train)
+
+    ev = sub.add_parser("evaluate", help="Evaluate trained runs and baselines on the folds.")
+    ev.add_argument("--model-dir", required=True)
+    _data_args(ev, required=False)
+    ev.add_argument("--out", default=None, help="Output directory (default: --model-dir).")
+    ev.add_argument("--name", default="sena")
+    ev.add_argument("--n-de-genes", type=int, default=20)
+    ev.set_defaults(func=_evaluate)
+
+    act = sub.add_parser("activity", help="Pathway activities and the activation-score test.")
+    act.add_argument("--model-dir", required=True)
+    _data_args(act, required=False)
+    act.add_argument("--out", default=None, help="Output .h5ad (default: in the run directory).")
+    act.add_argument("--method", choices=["mean_diff", "ttest"], default="mean_diff")
+    act.set_defaults(func=_activity)
     return parser
 
 

@@ -17,8 +17,10 @@ Generative model (one latent factor per program, ``K`` factors, ``G`` genes):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
@@ -169,8 +171,24 @@ def _random_dag(rng: np.random.Generator, k: int, density: float) -> tuple[np.nd
     return dag, order
 
 
+class _Workspace:
+    """Buffers of one thread, reused from chunk to chunk (no page faults, no zeroing)."""
+
+    def __init__(self, n_rows: int, n_genes: int) -> None:
+        shape = (n_rows, n_genes)
+        self.eta = np.empty(shape, dtype=np.float32)
+        self.uniform = np.empty(shape, dtype=np.float32)
+        self.q = np.empty(shape, dtype=np.float32)
+        self.pk = np.empty(shape, dtype=np.float32)
+        self.cdf = np.empty(shape, dtype=np.float32)
+        self.counts = np.empty(shape, dtype=np.uint8)
+        self.positive = np.empty(shape, dtype=bool)
+        self.above = np.empty(shape, dtype=bool)
+        self.large = np.empty(shape, dtype=bool)
+
+
 def _nb_counts(
-    rng: np.random.Generator, mu: np.ndarray, shape: np.ndarray
+    rng: np.random.Generator, mu: np.ndarray, shape: np.ndarray, ws: _Workspace
 ) -> tuple[np.ndarray, np.ndarray]:
     """Negative-binomial counts of mean ``mu`` (cells x genes) and gene-wise ``shape``.
 
@@ -181,25 +199,28 @@ def _nb_counts(
 
     Returns
     -------
-    Flat (row-major) indices of the nonzero entries, sorted, and their counts.
+    Flat (row-major) indices of the nonzero entries, sorted, and their counts
+    (float32).
     """
-    g = mu.shape[1]
+    n, g = mu.shape
     r = shape.astype(np.float32)
-    uniform = rng.random(mu.shape, dtype=np.float32)
-    large = mu > _INVERSION_MAX_MEAN
+    uniform = rng.random(dtype=np.float32, out=ws.uniform[:n])
+    large = np.greater(mu, _INVERSION_MAX_MEAN, out=ws.large[:n])
     any_large = bool(large.any())
     if any_large:
-        uniform[large] = 0.0  # never above the CDF: sampled separately below
-    q = mu + r  # q = mu / (mu + r), the NB "success" probability
+        np.copyto(uniform, 0.0, where=large)  # never above the CDF: sampled below
+    q = np.add(mu, r, out=ws.q[:n])  # q = mu / (mu + r), the NB "success" probability
     np.divide(mu, q, out=q)
-    pk = np.negative(q)  # P(X = 0) = (1 - q)^r
+    pk = np.negative(q, out=ws.pk[:n])  # P(X = 0) = (1 - q)^r
     np.log1p(pk, out=pk)
     pk *= r
     np.exp(pk, out=pk)
-    cdf = pk.copy()
-    positive = np.greater(uniform, cdf)
-    counts = positive.view(np.uint8).copy()
-    above = np.empty(mu.shape, dtype=bool)
+    cdf = ws.cdf[:n]
+    np.copyto(cdf, pk)
+    positive = np.greater(uniform, cdf, out=ws.positive[:n])
+    counts = ws.counts[:n]
+    np.copyto(counts, positive.view(np.uint8))
+    above = ws.above[:n]
     for k in range(_DENSE_STEPS):
         pk *= q
         pk *= (k + r) / (k + 1)  # P(X = k + 1)
@@ -214,7 +235,7 @@ def _nb_counts(
         big, big_values = big[nonzero], big_values[nonzero]
         positive.ravel()[big] = True
     idx = np.flatnonzero(positive)
-    values = counts.ravel()[idx].astype(np.int64)
+    values = counts.ravel()[idx].astype(np.float32)
     if any_large:
         values[np.searchsorted(idx, big)] = big_values
     rest = np.flatnonzero(above)  # X > _DENSE_STEPS: continue on these entries only
@@ -237,6 +258,7 @@ def _nb_counts(
 
 
 def _simulate_chunk(
+    ws: _Workspace,
     seed: np.random.SeedSequence,
     cond: np.ndarray,
     shifts: np.ndarray,
@@ -255,7 +277,7 @@ def _simulate_chunk(
     z = rng.standard_normal((n, shifts.shape[1]))
     z += shifts[cond]
     u = (z @ propagate).astype(np.float32)
-    eta = u @ loadings
+    eta = np.matmul(u, loadings, out=ws.eta[:n])
     eta += baseline
     rows = np.arange(n)
     for slot in range(direct_gene.shape[1]):
@@ -266,17 +288,20 @@ def _simulate_chunk(
     np.exp(eta, out=eta)
     library = np.exp(rng.normal(library_size[0], library_size[1], size=n))
     eta *= (library / eta.sum(axis=1, dtype=np.float64)).astype(np.float32)[:, None]
-    idx, counts = _nb_counts(rng, eta, shape)
-    del eta
+    idx, data = _nb_counts(rng, eta, shape, ws)
     indptr = np.searchsorted(idx, np.arange(n + 1) * n_genes)
     row_nnz = np.diff(indptr)
-    cols = (idx - np.repeat(rows * n_genes, row_nnz)).astype(np.int32)
-    cum = np.concatenate([[0], np.cumsum(counts)])
-    total = (cum[indptr[1:]] - cum[indptr[:-1]]).astype(np.float64)
+    cols = np.remainder(idx, n_genes, out=np.empty(idx.size, dtype=np.int32), casting="unsafe")
+    del idx
+    total = np.zeros(n)
+    filled = row_nnz > 0
+    if filled.any():
+        total[filled] = np.add.reduceat(data, indptr[:-1][filled], dtype=np.float64)
     with np.errstate(divide="ignore"):
-        scale = _TARGET_SUM / total
-    data = counts.astype(np.float32)
-    xdata = np.log1p(counts * np.repeat(scale, row_nnz)).astype(np.float32)
+        scale = (_TARGET_SUM / total).astype(np.float32)
+    xdata = np.repeat(scale, row_nnz)
+    xdata *= data
+    np.log1p(xdata, out=xdata)
     return data, cols, row_nnz, xdata
 
 
@@ -403,13 +428,18 @@ def simulate_perturbseq(
 
     # --- genes and programs
     genes_u, symbols_u, term_ids, mat = _universe()
+    if n_genes > genes_u.size:
+        raise ValueError(
+            f"n_genes={n_genes} exceeds the {genes_u.size} genes annotated in SENA's GO "
+            "terms (with a one-to-one gene symbol) that the simulator draws from."
+        )
     programs = _choose_programs(rng, mat, n_programs)
     gene_idx = _choose_genes(rng, mat, programs, n_genes)
     var_names = genes_u[gene_idx]
     symbols = symbols_u[gene_idx]
-    local = np.full(mat.shape[1], -1, dtype=np.int64)
-    local[gene_idx] = np.arange(n_genes)
-    program_genes = [local[_members(mat, row)] for row in programs]
+    to_local = np.full(mat.shape[1], -1, dtype=np.int64)
+    to_local[gene_idx] = np.arange(n_genes)
+    program_genes = [to_local[_members(mat, row)] for row in programs]
     program_genes = [g[g >= 0] for g in program_genes]
     factor_terms = [term_ids[row] for row in programs]
 
@@ -505,19 +535,24 @@ def simulate_perturbseq(
         shape,
     )
 
+    local = threading.local()
+
     def run(i: int):
+        ws = getattr(local, "ws", None)
+        if ws is None:
+            ws = local.ws = _Workspace(min(chunk, n_cells), n_genes)
         return _simulate_chunk(
-            seeds[i], cond[starts[i] : starts[i] + chunk], *args, tuple(library_size)
+            ws, seeds[i], cond[starts[i] : starts[i] + chunk], *args, tuple(library_size)
         )
 
     if n_jobs is None:
         n_jobs = min(4, os.cpu_count() or 1)
-    if n_jobs > 1 and len(starts) > 1:
-        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            parts = list(pool.map(run, range(len(starts))))
-    else:
-        parts = [run(i) for i in range(len(starts))]
-    counts, X = _assemble(parts, n_cells, n_genes)
+    with _single_threaded_blas():  # threads go to chunks; idle BLAS threads spin
+        if n_jobs > 1 and len(starts) > 1:
+            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+                counts, X = _assemble(pool.map(run, range(len(starts))), n_cells, n_genes)
+        else:
+            counts, X = _assemble(map(run, range(len(starts))), n_cells, n_genes)
 
     obs = pd.DataFrame(
         {
@@ -572,6 +607,15 @@ def simulate_perturbseq(
     return adata
 
 
+def _single_threaded_blas():
+    """Context limiting BLAS to one thread (a no-op without threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def _check_args(p: dict) -> None:
     def need(ok: bool, msg: str) -> None:
         if not ok:
@@ -609,17 +653,59 @@ def _heldout(rng: np.random.Generator, targets: list[str]) -> list[str]:
     return sorted(rng.choice(targets, size=n, replace=False).tolist()) if n else []
 
 
-def _assemble(parts: list, n_cells: int, n_genes: int) -> tuple[sparse.csr_matrix, ...]:
-    """Concatenate chunk parts into count and log-normalised CSR matrices."""
-    row_nnz = np.concatenate([p[2] for p in parts])
+class _Growable:
+    """A 1-d buffer filled from the front, grown geometrically when full."""
+
+    def __init__(self, dtype, capacity: int) -> None:
+        self.array = np.empty(max(capacity, 1), dtype=dtype)
+        self.size = 0
+
+    def extend(self, values: np.ndarray) -> None:
+        end = self.size + values.size
+        if end > self.array.size:
+            grown = np.empty(max(end, int(self.array.size * 1.25)), dtype=self.array.dtype)
+            grown[: self.size] = self.array[: self.size]
+            self.array = grown
+        self.array[self.size : end] = values
+        self.size = end
+
+    def finish(self, dtype=None) -> np.ndarray:
+        out = self.array
+        if out.size != self.size:
+            try:  # shrink in place (realloc), no copy of the data
+                out.resize(self.size, refcheck=False)
+            except ValueError:
+                out = out[: self.size].copy()
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def _assemble(parts, n_cells: int, n_genes: int) -> tuple[sparse.csr_matrix, ...]:
+    """Gather chunk parts, in order, into count and log-normalised CSR matrices.
+
+    Parts are copied into the result as they arrive and then released, so memory
+    stays close to the size of the result.
+    """
+    buffers = None
+    row_nnz = []
+    for data, cols, nnz, xdata in parts:
+        if buffers is None:
+            # Cells are in random order: the first chunk predicts the total well.
+            capacity = int(data.size / max(nnz.size, 1) * n_cells * 1.05) + 1024
+            buffers = [_Growable(a.dtype, capacity) for a in (data, cols, xdata)]
+        for buf, values in zip(buffers, (data, cols, xdata)):
+            buf.extend(values)
+        row_nnz.append(nnz)
+        del data, cols, xdata
     indptr = np.zeros(n_cells + 1, dtype=np.int64)
-    np.cumsum(row_nnz, out=indptr[1:])
+    np.cumsum(np.concatenate(row_nnz), out=indptr[1:])
     idx_dtype = np.int32 if indptr[-1] < np.iinfo(np.int32).max else np.int64
+    data, cols, xdata = (buf.finish() for buf in buffers)
+    cols = cols.astype(idx_dtype, copy=False)
     indptr = indptr.astype(idx_dtype)
-    indices = np.concatenate([p[1] for p in parts]).astype(idx_dtype, copy=False)
-    data = np.concatenate([p[0] for p in parts])
-    xdata = np.concatenate([p[3] for p in parts])
     shape = (n_cells, n_genes)
-    counts = sparse.csr_matrix((data, indices, indptr), shape=shape)
-    X = sparse.csr_matrix((xdata, indices.copy(), indptr.copy()), shape=shape)
+    # Both matrices have the same sparsity pattern: they share the (read-only in
+    # practice) index arrays, which saves a copy of the largest array.
+    counts = sparse.csr_matrix((data, cols, indptr), shape=shape)
+    X = sparse.csr_matrix((xdata, cols, indptr), shape=shape)
+    counts.has_sorted_indices = X.has_sorted_indices = True
     return counts, X

@@ -1,0 +1,207 @@
+"""Evaluation protocol: the paper's folds, the field's metrics, and baselines.
+
+For each fold (``train``, ``test``, ``double``) and each perturbation in it, the
+real cells of that perturbation are compared with
+
+- ``model`` (the given name): cells predicted by the model from randomly drawn
+  control cells (as many as real cells, at most ``max_cells``);
+- ``control`` baseline: the drawn control cells themselves (predict no change);
+- ``additive`` baseline: the drawn control cells shifted by the sum of the
+  single-perturbation mean shifts, estimated on the train fold (for a single
+  perturbation: its own train-fold shift; for a double ``A,B``:
+  ``shift_A + shift_B``, so its mean is ``y_A + y_B - y_ctrl``).
+
+Metrics per perturbation: reference MMD, energy distance, MSE and Pearson of the
+change from control on all genes and on the top DE genes, and the L2 distance of
+means over the most expressed genes (:func:`scsena.metrics.perturbation_metrics`);
+plus the reference's batch-averaged fold losses and the activation-score test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from scsena._constants import ADATA_KEYS, FOLD_CONTROL, FOLD_DOUBLE, FOLD_TEST, FOLD_TRAIN
+from scsena.metrics import perturbation_metrics, top_de_genes
+
+BASELINES = ("control", "additive")
+FOLDS = (FOLD_TRAIN, FOLD_TEST, FOLD_DOUBLE)
+
+
+@dataclass
+class EvaluationResult:
+    """Tidy per-perturbation results and their summary.
+
+    Attributes
+    ----------
+    results
+        One row per (method, fold, perturbation, metric): columns ``method``,
+        ``fold``, ``perturbation``, ``metric``, ``value``.
+    """
+
+    results: pd.DataFrame
+    meta: dict = field(default_factory=dict)
+
+    def summary(self) -> pd.DataFrame:
+        """Mean, sd and count over perturbations per method, fold and metric."""
+        g = self.results.groupby(["method", "fold", "metric"], sort=True)["value"]
+        return g.agg(mean="mean", sd="std", n="count").reset_index()
+
+    def table(self, metrics: Sequence[str] | None = None, fold: str = FOLD_DOUBLE) -> pd.DataFrame:
+        """Methods x metrics table of means for one fold."""
+        s = self.summary()
+        s = s[s["fold"] == fold]
+        if metrics is not None:
+            s = s[s["metric"].isin(metrics)]
+        return s.pivot(index="method", columns="metric", values="mean")
+
+    def write(self, directory: str | Path) -> None:
+        """Write ``metrics.tsv`` (tidy) and ``summary.tsv`` into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.results.to_csv(d / "metrics.tsv", sep="\t", index=False)
+        self.summary().to_csv(d / "summary.tsv", sep="\t", index=False)
+
+
+def _dense(matrix) -> np.ndarray:
+    return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+
+
+def evaluate_model(
+    model,
+    adata=None,
+    name: str = "sena",
+    folds: Sequence[str] = FOLDS,
+    baselines: Sequence[str] = BASELINES,
+    n_de_genes: int = 20,
+    max_cells: int = 500,
+    temperature: float = 1000.0,
+    activation_test: bool = True,
+    seed: int = 0,
+) -> EvaluationResult:
+    """Evaluate a trained :class:`~scsena.SENAVAE` and baselines on the same cells.
+
+    Parameters
+    ----------
+    model
+        Trained model.
+    adata
+        Registered AnnData with folds in ``obs["scsena_fold"]`` (default: the model's).
+    name
+        Method name of the model in the results.
+    folds
+        Folds to evaluate.
+    baselines
+        Baselines to add (``"control"``, ``"additive"``); empty for none.
+    n_de_genes
+        Number of top DE genes (vs control, scanpy ``rank_genes_groups``) for the
+        ``*_de`` metrics.
+    max_cells
+        At most this many real and predicted cells per perturbation.
+    temperature
+        Inference temperature.
+    activation_test
+        Add recall@25, recall@100 and z-diff (fold ``train``: single perturbations).
+    seed
+        Seed of the control draws and of the predictions.
+
+    Returns
+    -------
+    The results.
+    """
+    adata = model._validate_anndata(adata)
+    matrix = model._matrix(adata)
+    parsed = model._parse(adata)
+    labels = parsed.labels.to_numpy()
+    fold = np.asarray(adata.obs[ADATA_KEYS.FOLD].astype(str))
+    rng = np.random.default_rng(seed)
+    control_idx = np.flatnonzero(fold == FOLD_CONTROL)
+    control = _dense(matrix[np.sort(control_idx)])
+    ctrl_mean = control.mean(0)
+    train_shift: dict[str, np.ndarray] = {}
+    for t in model.targets_:
+        cells = np.flatnonzero((labels == t) & (fold == FOLD_TRAIN))
+        if len(cells):
+            train_shift[t] = _dense(matrix[cells]).mean(0) - ctrl_mean
+    de_labels = pd.Series(np.where(fold == FOLD_CONTROL, "", labels), index=adata.obs_names)
+    rows = []
+    for f in folds:
+        perts = sorted(set(labels[fold == f]))
+        for pert in perts:
+            cells = np.flatnonzero((labels == pert) & (fold == f))
+            if len(cells) > max_cells:
+                cells = np.sort(rng.choice(cells, max_cells, replace=False))
+            real = _dense(matrix[cells])
+            n = len(cells)
+            start = rng.choice(control_idx, size=n, replace=n > len(control_idx))
+            de = None
+            if n_de_genes:
+                de = _top_de(adata, de_labels, pert, n_de_genes)
+            preds = {
+                name: model.predict_perturbation(
+                    pert, adata=adata, control_indices=start, temperature=temperature,
+                    seed=seed,
+                ).X
+            }
+            start_cells = _dense(matrix[start])
+            if "control" in baselines:
+                preds["control"] = start_cells
+            if "additive" in baselines:
+                parts = [p for p in pert.split(",") if p]
+                if all(p in train_shift for p in parts):
+                    preds["additive"] = start_cells + sum(train_shift[p] for p in parts)
+            for method, pred in preds.items():
+                values = perturbation_metrics(
+                    pred, real, control, de_genes=de, sigma=model.module.mmd_sigma
+                )
+                rows.extend(
+                    (method, f, pert, k, float(v)) for k, v in values.items()
+                )
+        losses = model.get_fold_losses(f, adata=adata, temperature=temperature, seed=seed)
+        for rec in losses.to_dict("records"):
+            for k in ("mmd", "mse", "kl"):
+                rows.append((name, f, rec["perturbation"], f"ref_{k}", float(rec[k])))
+    if activation_test:
+        act = model.activation_test(adata, ks=(25, 100))
+        for rec in act.to_dict("records"):
+            for k in ("recall@25", "recall@100", "z_diff"):
+                rows.append((name, FOLD_TRAIN, rec["perturbation"], k, float(rec[k])))
+    results = pd.DataFrame(rows, columns=["method", "fold", "perturbation", "metric", "value"])
+    return EvaluationResult(results, {"seed": seed, "temperature": temperature})
+
+
+def _top_de(adata, labels: pd.Series, group: str, n: int) -> np.ndarray:
+    import anndata as ad
+
+    keep = (labels == group) | (labels == "")
+    view = ad.AnnData(
+        X=adata.X[np.flatnonzero(keep.to_numpy())] if adata.X is not None else None,
+        obs=pd.DataFrame({"g": labels[keep].to_numpy()}, index=adata.obs_names[keep.to_numpy()]),
+    )
+    view.var_names = adata.var_names
+    return top_de_genes(view, "g", group, "", n_genes=n)
+
+
+def combine(results: Sequence[EvaluationResult], seeds: Sequence[int]) -> EvaluationResult:
+    """Stack results of several runs, with a ``seed`` column."""
+    frames = []
+    for r, s in zip(results, seeds):
+        df = r.results.copy()
+        df["seed"] = s
+        frames.append(df)
+    return EvaluationResult(pd.concat(frames, ignore_index=True), {"seeds": list(seeds)})
+
+
+def seed_summary(result: EvaluationResult) -> pd.DataFrame:
+    """Mean over perturbations per seed, then mean and sd over seeds."""
+    df = result.results
+    per_seed = (
+        df.groupby(["method", "fold", "metric", "seed"])["value"].mean().reset_index()
+    )
+    g = per_seed.groupby(["method", "fold", "metric"])["value"]
+    return g.agg(mean="mean", sd="std", n_seeds="count").reset_index()
