@@ -123,7 +123,6 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         mmd_sigma: float = 200.0,
         lambda_l1: float = 0.1,
         kl_reference_scaling: bool = True,
-        mean_weight: float = 0.0,
         dtype: Literal["float32", "float64"] = "float32",
         heldout: str | Sequence[str] | None = "auto",
         test_fraction: float = 0.2,
@@ -160,7 +159,6 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
                 mmd_sigma=mmd_sigma,
                 lambda_l1=lambda_l1,
                 kl_reference_scaling=kl_reference_scaling,
-                mean_weight=mean_weight,
             ).to(self._dtype)
         self.heldout_: list[str] = []
         if adata is not None:

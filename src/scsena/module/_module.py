@@ -61,7 +61,6 @@ class SENAModule(BaseModuleClass):
         mmd_sigma: float = 200.0,
         lambda_l1: float = 0.1,
         kl_reference_scaling: bool = True,
-        mean_weight: float = 0.0,
     ):
         super().__init__()
         n_terms = membership.shape[1]
@@ -74,7 +73,6 @@ class SENAModule(BaseModuleClass):
         self.mmd_sigma = mmd_sigma
         self.lambda_l1 = lambda_l1
         self.kl_reference_scaling = kl_reference_scaling
-        self.mean_weight = float(mean_weight)
         if encoder == "sena":
             self.fc1 = MaskedLinear(membership, sena_lambda)
         elif encoder == "original":
@@ -162,9 +160,4 @@ class SENAModule(BaseModuleClass):
         term_l1 = dag_l1(self.causal.G)
         total = alpha * term_mmd + term_mse + beta * term_kl + self.lambda_l1 * term_l1
         extra = {"mmd": term_mmd, "mse": term_mse, "kl": term_kl, "l1": term_l1}
-        if self.mean_weight > 0:
-            # batches are perturbation-pure: match the mean response of the batch
-            term_mean = (generative_outputs["y_hat"].mean(0) - y.mean(0)).square().sum()
-            total = total + alpha * self.mean_weight * term_mean
-            extra["mean"] = term_mean
         return LossOutput(loss=total, n_obs_minibatch=x.shape[0], extra_metrics=extra)
