@@ -28,12 +28,17 @@ def main() -> None:
 
     t = time.perf_counter()
     adata = scsena.datasets.simulate_perturbseq(
-        n_cells=args.n_cells, n_genes=args.n_genes, n_targets=args.n_targets,
-        n_doubles=args.n_doubles, seed=0,
+        n_cells=args.n_cells,
+        n_genes=args.n_genes,
+        n_targets=args.n_targets,
+        n_doubles=args.n_doubles,
+        seed=0,
     )
     sim_s = time.perf_counter() - t
-    print(f"simulate_perturbseq {adata.n_obs} cells x {adata.n_vars} genes: {sim_s:.1f} s "
-          f"(X nnz {adata.X.nnz:,})")
+    print(
+        f"simulate_perturbseq {adata.n_obs} cells x {adata.n_vars} genes: {sim_s:.1f} s "
+        f"(X nnz {adata.X.nnz:,})"
+    )
 
     t = time.perf_counter()
     all_terms = gs.go_bp(min_size=1)
@@ -43,8 +48,10 @@ def main() -> None:
     mask = gs.build_mask(genes, all_terms, min_genes=1)
     mask_s = time.perf_counter() - t
     print(f"go_bp(): {len(all_terms)} terms propagated in {load_s:.2f} s (first call)")
-    print(f"build_mask {len(genes)} genes x {len(all_terms)} GO BP terms: {mask_s:.2f} s "
-          f"-> {mask.n_terms} terms kept, {mask.membership.nnz:,} pairs")
+    print(
+        f"build_mask {len(genes)} genes x {len(all_terms)} GO BP terms: {mask_s:.2f} s "
+        f"-> {mask.n_terms} terms kept, {mask.membership.nnz:,} pairs"
+    )
     t = time.perf_counter()
     sena = gs.build_mask(genes, gs.go_bp(terms="sena"), min_genes=5)
     print(f"build_mask SENA preset: {time.perf_counter() - t:.2f} s -> {sena.n_terms} terms")

@@ -1,4 +1,4 @@
-"""Command line interface: ``scsena demo``, ``scsena train``, ``scsena evaluate``, ``scsena activity``."""
+"""Command line interface: ``scsena demo``, ``train``, ``evaluate`` and ``activity``."""
 
 from __future__ import annotations
 
@@ -28,45 +28,62 @@ def _demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     print(f"scsena {scsena.__version__} demo: simulate -> gene-set mask -> train -> predict")
     adata = scsena.datasets.simulate_perturbseq(
-        n_cells=args.n_cells, n_genes=args.n_genes, n_targets=args.n_targets,
-        n_doubles=args.n_doubles, seed=args.seed,
+        n_cells=args.n_cells,
+        n_genes=args.n_genes,
+        n_targets=args.n_targets,
+        n_doubles=args.n_doubles,
+        seed=args.seed,
     )
     kinds = adata.obs["perturbation_type"].value_counts().to_dict()
-    print(f"[data] simulated {adata.n_obs} cells x {adata.n_vars} genes (Ensembl IDs); "
-          f"cells: {kinds}")
+    print(
+        f"[data] simulated {adata.n_obs} cells x {adata.n_vars} genes (Ensembl IDs); cells: {kinds}"
+    )
     scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids", gene_sets="go_bp_sena")
     mask = scsena.gene_sets.GeneSetMask.from_uns(adata.uns["scsena_mask"])
-    print(f"[mask] SENA GO BP preset: {mask.n_terms} terms with >= 5 genes, "
-          f"{mask.membership.nnz} gene-term pairs")
+    print(
+        f"[mask] SENA GO BP preset: {mask.n_terms} terms with >= 5 genes, "
+        f"{mask.membership.nnz} gene-term pairs"
+    )
     if args.mask_only:
         return 0
     model = scsena.SENAVAE(adata, seed=args.seed)
     folds = adata.obs["scsena_fold"].value_counts().to_dict()
-    print(f"[model] {len(model.targets_)} targets, {model.n_latent} latent factors; "
-          f"folds: {folds}")
+    print(f"[model] {len(model.targets_)} targets, {model.n_latent} latent factors; folds: {folds}")
     before = model.get_fold_losses("double")
     t1 = time.perf_counter()
     model.train(
-        max_epochs=args.epochs, accelerator=args.accelerator, enable_progress_bar=False,
-        enable_model_summary=False, logger=False, enable_checkpointing=False,
+        max_epochs=args.epochs,
+        accelerator=args.accelerator,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        logger=False,
+        enable_checkpointing=False,
     )
-    print(f"[train] {args.epochs} epochs in {time.perf_counter() - t1:.1f} s "
-          f"(best epoch {model.best_epoch_})")
+    print(
+        f"[train] {args.epochs} epochs in {time.perf_counter() - t1:.1f} s "
+        f"(best epoch {model.best_epoch_})"
+    )
     after = model.get_fold_losses("double")
-    print(f"[eval] double fold (unseen combinations) MMD: untrained "
-          f"{before['mmd'].mean():.3f} -> trained {after['mmd'].mean():.3f}")
+    print(
+        f"[eval] double fold (unseen combinations) MMD: untrained "
+        f"{before['mmd'].mean():.3f} -> trained {after['mmd'].mean():.3f}"
+    )
     double = str(after.sort_values("perturbation")["perturbation"].iloc[0])
     pred = model.predict_perturbation([double], n_cells=200, seed=args.seed)
     real = adata[adata.obs["guide_ids"] == double].X.toarray().mean(0)
     ctrl = adata[adata.obs["guide_ids"] == ""].X.toarray().mean(0)
     pearson = float(np.corrcoef(pred.X.mean(0) - ctrl, real - ctrl)[0, 1])
-    print(f"[predict] unseen double {double!r}: 200 cells; Pearson of the mean change "
-          f"from control, predicted vs observed: {pearson:.3f}")
+    print(
+        f"[predict] unseen double {double!r}: 200 cells; Pearson of the mean change "
+        f"from control, predicted vs observed: {pearson:.3f}"
+    )
     metrics = model.activation_test()
     chance = random_recall(len(model.term_ids_), 25)
-    print(f"[interpret] activation-score test over {len(metrics)} targets: recall@25 "
-          f"{metrics['recall@25'].mean():.3f} (random ranking {chance:.3f}), z-diff "
-          f"{metrics['z_diff'].mean():.3f}")
+    print(
+        f"[interpret] activation-score test over {len(metrics)} targets: recall@25 "
+        f"{metrics['recall@25'].mean():.3f} (random ranking {chance:.3f}), z-diff "
+        f"{metrics['z_diff'].mean():.3f}"
+    )
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -79,15 +96,20 @@ def _load_data(args: argparse.Namespace):
 
     if args.data == "simulate":
         return scsena.datasets.simulate_perturbseq(
-            n_cells=args.sim_cells, n_genes=args.sim_genes, n_targets=args.sim_targets,
-            n_doubles=args.sim_doubles, seed=args.sim_seed,
+            n_cells=args.sim_cells,
+            n_genes=args.sim_genes,
+            n_targets=args.sim_targets,
+            n_doubles=args.sim_doubles,
+            seed=args.sim_seed,
         )
     if args.dataset == "norman2019":
         return scsena.datasets.norman2019(args.data)
     if args.dataset == "wessel2023":
         return scsena.datasets.wessel2023_hek293(args.data)
     if not os.path.exists(args.data):
-        raise SystemExit(f"error: --data {args.data!r} does not exist (a .h5ad path or 'simulate').")
+        raise SystemExit(
+            f"error: --data {args.data!r} does not exist (a .h5ad path or 'simulate')."
+        )
     return ad.read_h5ad(args.data)
 
 
@@ -95,8 +117,12 @@ def _setup(adata, args: argparse.Namespace) -> None:
     import scsena
 
     scsena.SENAVAE.setup_anndata(
-        adata, perturbation_key=args.perturbation_key, control_value=args.control_value,
-        delimiter=args.delimiter, layer=args.layer, gene_sets=args.gene_sets,
+        adata,
+        perturbation_key=args.perturbation_key,
+        control_value=args.control_value,
+        delimiter=args.delimiter,
+        layer=args.layer,
+        gene_sets=args.gene_sets,
         min_genes=args.min_genes,
     )
 
@@ -107,8 +133,10 @@ def _logger(args: argparse.Namespace, run_dir: str, seed: int):
     from scsena.tracking import mlflow_logger
 
     return mlflow_logger(
-        experiment_name=args.experiment, tracking_uri=args.tracking_uri,
-        run_name=f"seed{seed}", directory=args.save_dir,
+        experiment_name=args.experiment,
+        tracking_uri=args.tracking_uri,
+        run_name=f"seed{seed}",
+        directory=args.save_dir,
     )
 
 
@@ -125,18 +153,32 @@ def _train(args: argparse.Namespace) -> int:
         adata = _load_data(args)
         _setup(adata, args)
         model = scsena.SENAVAE(
-            adata, n_latent=args.latent_dim, encoder=args.encoder, sena_lambda=args.sena_lambda,
-            mmd_sigma=args.mmd_sigma, lambda_l1=args.lambda_l1, dtype=args.dtype,
-            heldout=args.heldout if args.heldout else "auto", seed=seed,
+            adata,
+            n_latent=args.latent_dim,
+            encoder=args.encoder,
+            sena_lambda=args.sena_lambda,
+            mmd_sigma=args.mmd_sigma,
+            lambda_l1=args.lambda_l1,
+            dtype=args.dtype,
+            heldout=args.heldout if args.heldout else "auto",
+            seed=seed,
         )
         run_dir = os.path.join(args.save_dir, f"seed{seed}")
         t = time.perf_counter()
         model.train(
-            max_epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            alpha_max=args.alpha_max, beta_max=args.beta_max, tau_max=args.tau_max,
-            grad_clip=args.grad_clip, accelerator=args.accelerator, devices=args.devices,
-            logger=_logger(args, run_dir, seed), enable_progress_bar=args.progress,
-            enable_checkpointing=False, enable_model_summary=False,
+            max_epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            alpha_max=args.alpha_max,
+            beta_max=args.beta_max,
+            tau_max=args.tau_max,
+            grad_clip=args.grad_clip,
+            accelerator=args.accelerator,
+            devices=args.devices,
+            logger=_logger(args, run_dir, seed),
+            enable_progress_bar=args.progress,
+            enable_checkpointing=False,
+            enable_model_summary=False,
         )
         model.save(os.path.join(run_dir, "model"), overwrite=args.overwrite, save_anndata=False)
         adata.obs[["scsena_fold"]].to_csv(os.path.join(run_dir, "folds.tsv"), sep="\t")
@@ -146,8 +188,10 @@ def _train(args: argparse.Namespace) -> int:
             pd.concat(model.history.values(), axis=1).to_csv(
                 os.path.join(run_dir, "history.tsv"), sep="\t"
             )
-        print(f"[train] seed {seed}: {args.epochs} epochs in {time.perf_counter() - t:.1f} s "
-              f"-> {run_dir}")
+        print(
+            f"[train] seed {seed}: {args.epochs} epochs in {time.perf_counter() - t:.1f} s "
+            f"-> {run_dir}"
+        )
     return 0
 
 
@@ -161,7 +205,9 @@ def _run_dirs(model_dir: str) -> list[tuple[int, str]]:
         if m and os.path.isdir(os.path.join(d, "model")):
             runs.append((int(m.group(1)), d))
     if not runs:
-        raise SystemExit(f"error: no trained runs (seed*/model) in {model_dir!r}; run `scsena train`.")
+        raise SystemExit(
+            f"error: no trained runs (seed*/model) in {model_dir!r}; run `scsena train`."
+        )
     return runs
 
 
@@ -216,8 +262,10 @@ def _activity(args: argparse.Namespace) -> int:
     metrics, scores = model.activation_test(adata, method=args.method, return_scores=True)
     metrics.to_csv(out.replace(".h5ad", "_test.tsv"), sep="\t", index=False)
     scores.to_csv(out.replace(".h5ad", "_scores.tsv"), sep="\t")
-    print(f"[activity] {bp.n_obs} cells x {bp.n_vars} BPs -> {out}; recall@25 "
-          f"{metrics['recall@25'].mean():.3f}, z-diff {metrics['z_diff'].mean():.3f}")
+    print(
+        f"[activity] {bp.n_obs} cells x {bp.n_vars} BPs -> {out}; recall@25 "
+        f"{metrics['recall@25'].mean():.3f}, z-diff {metrics['z_diff'].mean():.3f}"
+    )
     return 0
 
 
@@ -227,11 +275,20 @@ def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     def d(value):
         return value if required else None
 
-    p.add_argument("--data", required=required, default=None,
-                   help="A .h5ad path, or 'simulate' for the built-in simulator"
-                   + ("" if required else " (default: as in training)") + ".")
-    p.add_argument("--dataset", choices=["h5ad", "norman2019", "wessel2023"], default=d("h5ad"),
-                   help="Reader for --data (norman2019: CPA or pertpy layout).")
+    p.add_argument(
+        "--data",
+        required=required,
+        default=None,
+        help="A .h5ad path, or 'simulate' for the built-in simulator"
+        + ("" if required else " (default: as in training)")
+        + ".",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=["h5ad", "norman2019", "wessel2023"],
+        default=d("h5ad"),
+        help="Reader for --data (norman2019: CPA or pertpy layout).",
+    )
     p.add_argument("--sim-cells", type=int, default=d(3000))
     p.add_argument("--sim-genes", type=int, default=d(1000))
     p.add_argument("--sim-targets", type=int, default=d(20))
@@ -258,7 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--mask-only", action="store_true", help="Stop after the mask.")
     demo.set_defaults(func=_demo)
 
-    train = sub.add_parser("train", help="Train SENAVAE (one run per seed); writes config, models, folds.")
+    train = sub.add_parser(
+        "train", help="Train SENAVAE (one run per seed); writes config, models, folds."
+    )
     _data_args(train)
     train.add_argument("--save-dir", required=True)
     train.add_argument("--overwrite", action="store_true")
@@ -286,8 +345,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--accelerator", default="auto", help="auto, cpu, gpu ...")
     train.add_argument("--devices", default="auto")
     train.add_argument("--log", choices=["none", "mlflow"], default="none")
-    train.add_argument("--tracking-uri", default=None,
-                       help="MLflow tracking URI (default: a local store in --save-dir).")
+    train.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: a local store in --save-dir).",
+    )
     train.add_argument("--experiment", default="scsena")
     train.add_argument("--progress", action="store_true", help="Show the progress bar.")
     train.set_defaults(func=_train)

@@ -144,7 +144,10 @@ def evaluate_model(
                 de = _top_de(adata, de_labels, pert, n_de_genes)
             preds = {
                 name: model.predict_perturbation(
-                    pert, adata=adata, control_indices=start, temperature=temperature,
+                    pert,
+                    adata=adata,
+                    control_indices=start,
+                    temperature=temperature,
                     seed=seed,
                 ).X
             }
@@ -159,9 +162,7 @@ def evaluate_model(
                 values = perturbation_metrics(
                     pred, real, control, de_genes=de, sigma=model.module.mmd_sigma
                 )
-                rows.extend(
-                    (method, f, pert, k, float(v)) for k, v in values.items()
-                )
+                rows.extend((method, f, pert, k, float(v)) for k, v in values.items())
         losses = model.get_fold_losses(f, adata=adata, temperature=temperature, seed=seed)
         for rec in losses.to_dict("records"):
             for k in ("mmd", "mse", "kl"):
@@ -200,8 +201,6 @@ def combine(results: Sequence[EvaluationResult], seeds: Sequence[int]) -> Evalua
 def seed_summary(result: EvaluationResult) -> pd.DataFrame:
     """Mean over perturbations per seed, then mean and sd over seeds."""
     df = result.results
-    per_seed = (
-        df.groupby(["method", "fold", "metric", "seed"])["value"].mean().reset_index()
-    )
+    per_seed = df.groupby(["method", "fold", "metric", "seed"])["value"].mean().reset_index()
     g = per_seed.groupby(["method", "fold", "metric"])["value"]
     return g.agg(mean="mean", sd="std", n_seeds="count").reset_index()
