@@ -68,3 +68,23 @@ def check_expression(matrix, where: str = "adata.X") -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def warn_constant_genes(matrix, n_rows_max: int = 200_000) -> None:
+    """Warn about genes that are zero in every cell (they carry no signal)."""
+    n_rows = min(matrix.shape[0], n_rows_max)
+    nonzero = np.zeros(matrix.shape[1], dtype=bool)
+    for start in range(0, n_rows, _CHUNK):
+        block = matrix[start : min(start + _CHUNK, n_rows)]
+        if sp.issparse(block):
+            nonzero[np.unique(block.tocoo().col)] = True
+        else:
+            nonzero |= (np.asarray(block) != 0).any(axis=0)
+    n_zero = int((~nonzero).sum())
+    if n_zero:
+        warnings.warn(
+            f"{n_zero} gene(s) are zero in every cell and carry no signal; consider "
+            "`sc.pp.filter_genes(adata, min_cells=1)` before setup.",
+            UserWarning,
+            stacklevel=3,
+        )

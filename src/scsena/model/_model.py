@@ -27,7 +27,7 @@ from scsena._constants import (
     REGISTRY_KEYS,
 )
 from scsena._perturbations import encode_labels, parse_perturbations
-from scsena._validation import check_expression
+from scsena._validation import check_expression, warn_constant_genes
 from scsena.metrics import activation_scores, affected_terms, interpretability_metrics
 from scsena.module import SENAModule, dag_l1, kl_divergence, mmd
 from scsena.train import (
@@ -44,6 +44,17 @@ from ._fields import GeneSetMaskField, PerturbationField, mask_from_state, targe
 from ._folds import assign_folds, resolve_heldout
 
 logger = logging.getLogger(__name__)
+
+
+def _rna_modality(data):
+    """The RNA modality of a MuData registered with ``setup_mudata``; AnnData as is."""
+    mod = getattr(data, "mod", None)
+    if mod is None:
+        return data
+    name = data.uns.get("scsena_rna_mod")
+    if name is None:
+        raise ValueError("Register the MuData with `SENAVAE.setup_mudata(mdata, ...)` first.")
+    return mod[name]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -129,6 +140,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         seed: int = 0,
         registry: dict | None = None,
     ):
+        adata = _rna_modality(adata)
         super().__init__(adata, registry=registry)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
@@ -235,6 +247,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             )
         matrix = adata.X if layer is None else adata.layers[layer]
         check_expression(matrix, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
+        warn_constant_genes(matrix)
         source_registry = kwargs.get("source_registry")
         if gene_sets is not None and source_registry is None:
             collection = gs.as_gene_sets(gene_sets, id_type=gs.guess_id_type(adata.var_names))
@@ -253,6 +266,80 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)
         cls.register_manager(adata_manager)
+
+    @classmethod
+    def setup_mudata(
+        cls,
+        mdata,
+        rna_mod: str = "rna",
+        perturbation_mod_or_key: str = "guide_ids",
+        layer: str | None = None,
+        control_value: str = "",
+        delimiter: str = ",",
+        guide_target_key: str | None = None,
+        gene_sets: str | Path | pd.DataFrame | Mapping | None = "go_bp_sena",
+        min_genes: int = 5,
+        mask_key: str = ADATA_KEYS.MASK,
+        **kwargs,
+    ) -> None:
+        """Register a :class:`~mudata.MuData`: an RNA modality and the perturbations.
+
+        The perturbations come from a column (of the RNA modality's ``obs`` or of
+        ``mdata.obs``) or from a guide modality (cells x guides counts; every guide
+        with a count is assigned, non-targeting guides mark controls). The model is
+        then built with ``SENAVAE(mdata)`` and works on the RNA modality.
+
+        Parameters
+        ----------
+        mdata
+            MuData with an RNA modality of log-normalised expression.
+        rna_mod
+            Name of the RNA modality.
+        perturbation_mod_or_key
+            A guide modality name, or a column holding perturbation labels.
+        layer
+            Layer of the RNA modality to use (``None``: its ``X``).
+        control_value, delimiter
+            Label conventions of a label column (ignored for a guide modality).
+        guide_target_key
+            Column of the guide modality's ``var`` with each guide's target
+            (``None``: guide names are target names).
+        gene_sets, min_genes, mask_key, **kwargs
+            As in :meth:`setup_anndata`.
+        """
+        from scsena._mudata import GUIDE_LABEL_KEY, labels_from_guides
+
+        if rna_mod not in mdata.mod:
+            raise KeyError(
+                f"No modality {rna_mod!r} in the MuData; modalities: {list(mdata.mod)}. "
+                "Pass the RNA modality as `rna_mod`."
+            )
+        rna = mdata.mod[rna_mod]
+        key = perturbation_mod_or_key
+        if key in mdata.mod and key != rna_mod:
+            rna.obs[GUIDE_LABEL_KEY] = labels_from_guides(
+                mdata.mod[key], rna.obs_names, target_key=guide_target_key
+            )
+            key, control_value, delimiter = GUIDE_LABEL_KEY, "", ","
+        elif key not in rna.obs and key in mdata.obs:
+            rna.obs[key] = mdata.obs.loc[rna.obs_names, key].to_numpy()
+        elif key not in rna.obs:
+            raise KeyError(
+                f"{key!r} is neither a modality nor a column of mdata.obs or "
+                f"mdata[{rna_mod!r}].obs. Modalities: {list(mdata.mod)}."
+            )
+        mdata.uns["scsena_rna_mod"] = rna_mod
+        cls.setup_anndata(
+            rna,
+            perturbation_key=key,
+            control_value=control_value,
+            delimiter=delimiter,
+            layer=layer,
+            gene_sets=gene_sets,
+            min_genes=min_genes,
+            mask_key=mask_key,
+            **kwargs,
+        )
 
     # --------------------------------------------------------------- helpers
     @property

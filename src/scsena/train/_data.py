@@ -117,8 +117,6 @@ class PerturbationPureBatchSampler(Sampler[np.ndarray]):
 def _rows(matrix, index: np.ndarray) -> np.ndarray:
     """Dense float rows of a dense, CSR/CSC or backed matrix."""
     if sp.issparse(matrix):
-        if not sp.isspmatrix_csr(matrix) and not isinstance(matrix, sp.csr_array):
-            matrix = matrix.tocsr()
         return matrix[index].toarray()
     if isinstance(matrix, np.ndarray):
         return matrix[index]

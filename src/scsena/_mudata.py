@@ -1,0 +1,75 @@
+"""MuData input: a perturbation column or a guide modality next to the RNA modality."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+#: Guide targets that mark non-targeting guides (case-insensitive).
+NON_TARGETING = ("non-targeting", "nontargeting", "nt", "control", "ctrl", "safe-targeting")
+
+#: Column added to the RNA modality when labels come from a guide modality.
+GUIDE_LABEL_KEY = "scsena_perturbation"
+
+
+def labels_from_guides(
+    guides,
+    obs_names: pd.Index,
+    target_key: str | None = None,
+    non_targeting: Sequence[str] = NON_TARGETING,
+    min_count: float = 1,
+) -> pd.Series:
+    """Perturbation labels from a cells x guides modality.
+
+    A cell carries every guide with at least ``min_count`` counts; its label joins
+    the sorted distinct targets of its guides with ``","`` (``""`` when it has none,
+    or only non-targeting guides).
+
+    Parameters
+    ----------
+    guides
+        AnnData of guide counts (or a binary assignment).
+    obs_names
+        Cells to label (the RNA modality's).
+    target_key
+        Column of ``guides.var`` with each guide's target gene; ``None`` uses the
+        guide names.
+    non_targeting
+        Targets that mark non-targeting guides.
+    min_count
+        Count threshold for assigning a guide.
+
+    Returns
+    -------
+    Labels indexed by ``obs_names``.
+    """
+    missing = obs_names.difference(guides.obs_names)
+    if len(missing):
+        raise ValueError(
+            f"{len(missing)} RNA cells (e.g. {list(missing[:3])}) are absent from the guide "
+            "modality; subset the MuData to cells present in both (`mu.pp.intersect_obs(mdata)`)."
+        )
+    if target_key is None:
+        targets = np.asarray(guides.var_names, dtype=object)
+    elif target_key in guides.var:
+        targets = guides.var[target_key].astype(str).to_numpy(dtype=object)
+    else:
+        raise KeyError(
+            f"{target_key!r} is not a column of the guide modality's var; columns: "
+            f"{list(guides.var.columns)}."
+        )
+    nt = {t.lower() for t in non_targeting}
+    keep = np.array([str(t).lower() not in nt for t in targets])
+    x = guides[obs_names].X
+    x = sp.csr_matrix(x) if sp.issparse(x) else sp.csr_matrix(np.asarray(x))
+    hit = (x >= min_count).astype(np.int8).tocsr()
+    hit = hit[:, np.flatnonzero(keep)].tocsr()
+    kept = targets[keep]
+    labels = []
+    for i in range(hit.shape[0]):
+        cols = hit.indices[hit.indptr[i] : hit.indptr[i + 1]]
+        labels.append(",".join(sorted(set(kept[cols].tolist()))))
+    return pd.Series(labels, index=obs_names, name=GUIDE_LABEL_KEY)
