@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import shutil
+import tempfile
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
 import anndata as ad
 import lightning.pytorch as pl
+from lightning.pytorch.callbacks import ModelCheckpoint
 import numpy as np
 import pandas as pd
 import torch
@@ -44,6 +50,33 @@ from ._fields import GeneSetMaskField, PerturbationField, mask_from_state, targe
 from ._folds import assign_folds, resolve_heldout
 
 logger = logging.getLogger(__name__)
+
+_META_FILE = "scsena.json"
+
+
+def _check_key(mapping, key: str, where: str, ours, overwrite: bool) -> None:
+    """Refuse to replace a user's entry that scsena did not write."""
+    if overwrite or key not in mapping or ours(mapping[key]):
+        return
+    raise ValueError(
+        f"{where}[{key!r}] already exists and was not written by scsena; pass another "
+        "`key_added`, or `overwrite=True` to replace it."
+    )
+
+
+def _written_by_scsena(value) -> bool:
+    return isinstance(value, Mapping) and value.get("written_by") == "scsena"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import version
+
+    return {
+        "scsena": version("scsena"),
+        "scvi-tools": version("scvi-tools"),
+        "torch": torch.__version__,
+        "anndata": ad.__version__,
+    }
 
 
 def _rna_modality(data):
@@ -183,6 +216,14 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             self.heldout_ = resolve_heldout(heldout, self.targets_, seed, dataset_heldout or None)
             self._parsed = self._parse(adata)
             folds = assign_folds(self._parsed, self.heldout_, test_fraction, seed)
+            if ADATA_KEYS.FOLD in adata.obs and not (
+                isinstance(adata.obs[ADATA_KEYS.FOLD].dtype, pd.CategoricalDtype)
+                and list(adata.obs[ADATA_KEYS.FOLD].cat.categories) == list(folds.categories)
+            ):
+                raise ValueError(
+                    f"adata.obs[{ADATA_KEYS.FOLD!r}] exists and was not written by scsena; "
+                    "rename that column first."
+                )
             adata.obs[ADATA_KEYS.FOLD] = folds
         self._model_summary_string = (
             f"SENAVAE: encoder={encoder}, {mask.n_genes} genes, {mask.n_terms} gene sets, "
@@ -249,6 +290,13 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         check_expression(matrix, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
         warn_constant_genes(matrix)
         source_registry = kwargs.get("source_registry")
+        if mask_key in adata.uns and not (
+            isinstance(adata.uns[mask_key], Mapping) and "format" in adata.uns[mask_key]
+        ):
+            raise ValueError(
+                f"adata.uns[{mask_key!r}] exists and is not a scsena gene-set mask; pass "
+                "another `mask_key`."
+            )
         if gene_sets is not None and source_registry is None:
             collection = gs.as_gene_sets(gene_sets, id_type=gs.guess_id_type(adata.var_names))
             mask = gs.build_mask(adata.var_names, collection, min_genes=min_genes)
@@ -412,6 +460,10 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         devices: int | list[int] | str = "auto",
         seed: int | None = None,
         num_workers: int = 0,
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 1,
+        ckpt_path: str | Path | None = None,
+        log_to: Literal["mlflow"] | None = None,
         plan_kwargs: dict | None = None,
         **trainer_kwargs,
     ):
@@ -442,6 +494,17 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             to the model's seed).
         num_workers
             Data-loading worker processes.
+        checkpoint_dir
+            Write a Lightning checkpoint every ``checkpoint_every`` epochs there
+            (``epoch=N.ckpt`` and ``last.ckpt``).
+        checkpoint_every
+            Epochs between checkpoints.
+        ckpt_path
+            Resume from this checkpoint (e.g. ``checkpoint_dir / "last.ckpt"``); with
+            the same data, seed and arguments the result equals an uninterrupted run.
+        log_to
+            ``"mlflow"``: log to MLflow through Lightning's ``MLFlowLogger`` in a local
+            store (see :func:`scsena.tracking.mlflow_logger`); or pass ``logger=``.
         plan_kwargs
             Extra arguments of :class:`~scsena.train.SENATrainingPlan`.
         **trainer_kwargs
@@ -468,9 +531,28 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             beta_max=beta_max,
             tau_max=tau_max,
             lr=lr,
+            seed=seed,
             **(plan_kwargs or {}),
         )
         callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+        if checkpoint_dir is not None:
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=str(checkpoint_dir), filename="{epoch}", save_top_k=-1,
+                    every_n_epochs=checkpoint_every, save_last=True,
+                )
+            )
+            trainer_kwargs["enable_checkpointing"] = True
+        if ckpt_path is not None:
+            if not Path(ckpt_path).exists():
+                raise FileNotFoundError(f"Checkpoint {str(ckpt_path)!r} does not exist.")
+            trainer_kwargs["ckpt_path"] = str(ckpt_path)
+        if log_to == "mlflow":
+            from scsena.tracking import mlflow_logger
+
+            trainer_kwargs["logger"] = mlflow_logger()
+        elif log_to is not None:
+            raise ValueError(f"log_to must be 'mlflow' or None, got {log_to!r}.")
         best = None
         if select_best_epoch:
             best = BestEpochCallback()
@@ -497,6 +579,101 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         self.module.eval()
         return result
 
+    # ------------------------------------------------------------ save/load
+    def save(
+        self,
+        dir_path: str | Path,
+        overwrite: bool = False,
+        save_anndata: bool = False,
+        **kwargs,
+    ) -> None:
+        """Save the model atomically: written to a temporary directory, then renamed.
+
+        Parameters
+        ----------
+        dir_path
+            Target directory.
+        overwrite
+            Replace an existing directory; otherwise an existing one is an error.
+        save_anndata
+            Also write the AnnData.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.save`.
+        """
+        target = Path(dir_path)
+        if target.exists() and not overwrite:
+            raise FileExistsError(
+                f"{str(target)!r} already exists; pass overwrite=True to replace it."
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            super().save(str(tmp), overwrite=True, save_anndata=save_anndata, **kwargs)
+            (tmp / _META_FILE).write_text(json.dumps(_versions(), indent=2))
+            if target.exists():
+                old = target.with_name(f".{target.name}.old-{os.getpid()}")
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    @classmethod
+    def load(cls, dir_path: str | Path, adata: ad.AnnData | None = None, **kwargs) -> SENAVAE:
+        """Load a saved model, checking the package versions and the data.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        adata
+            AnnData with the model's genes (in the same order) and the perturbation
+            column named at setup; ``None`` loads the AnnData saved with the model.
+        **kwargs
+            Passed to :meth:`scvi.model.base.BaseModelClass.load`.
+        """
+        path = Path(dir_path)
+        model_file = path / "model.pt"
+        if not model_file.exists():
+            raise FileNotFoundError(
+                f"No saved model in {str(path)!r} (model.pt missing); save one with model.save()."
+            )
+        meta_file = path / _META_FILE
+        if meta_file.exists():
+            saved = json.loads(meta_file.read_text())
+            now = _versions()
+            for pkg in ("scsena", "scvi-tools"):
+                if saved.get(pkg, "").split(".")[:2] != now[pkg].split(".")[:2]:
+                    warnings.warn(
+                        f"Model saved with {pkg} {saved.get(pkg)}; this is {now[pkg]}.",
+                        UserWarning,
+                        stacklevel=2,
+                    )
+        else:
+            warnings.warn(
+                f"{str(path)!r} has no {_META_FILE}: not saved by scsena's save().",
+                UserWarning,
+                stacklevel=2,
+            )
+        if adata is not None:
+            adata = _rna_modality(adata)
+            saved = torch.load(model_file, map_location="cpu", weights_only=False)
+            var_names = np.asarray(saved["var_names"]).astype(str)
+            if len(var_names) != adata.n_vars or not np.array_equal(
+                var_names, np.asarray(adata.var_names).astype(str)
+            ):
+                shared = len(set(var_names) & set(adata.var_names))
+                raise ValueError(
+                    f"The data's genes differ from the model's: the model has {len(var_names)} "
+                    f"genes, the data {adata.n_vars} ({shared} shared). Subset and order the "
+                    "data as the model: `adata = adata[:, model_var_names].copy()` with "
+                    f"`model_var_names` read by `SENAVAE.load_registry` / saved with the model."
+                )
+        return super().load(str(path), adata=adata, **kwargs)
+
     # -------------------------------------------------------------- outputs
     @torch.inference_mode()
     def get_pathway_activity(
@@ -505,6 +682,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         indices: Sequence[int] | None = None,
         batch_size: int = 1024,
         key_added: str | None = ADATA_KEYS.ACTIVITY,
+        overwrite: bool = False,
     ) -> np.ndarray:
         """Per-cell biological-process activities (the first layer's output).
 
@@ -520,12 +698,20 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             Write the ``cells x terms`` matrix to ``adata.obsm[key_added]`` and the term
             IDs and names to ``adata.uns[key_added]`` (only when all cells are used);
             ``None`` writes nothing.
+        overwrite
+            Replace entries under ``key_added`` that scsena did not write (by default
+            that is an error, so user data is never replaced silently).
 
         Returns
         -------
         ``(n_cells, n_terms)`` array; columns follow :attr:`term_ids_`.
         """
         adata = self._validate_anndata(adata)
+        if key_added is not None and indices is None:
+            uns = adata.uns
+            _check_key(uns, key_added, "adata.uns", _written_by_scsena, overwrite)
+            ours = _written_by_scsena(uns.get(key_added))
+            _check_key(adata.obsm, key_added, "adata.obsm", lambda _: ours, overwrite)
         idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         self.module.eval()
         out = [
@@ -542,6 +728,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             adata.uns[key_added] = {
                 "term_ids": np.asarray(self.term_ids_),
                 "term_names": np.asarray(self.term_names_),
+                "written_by": "scsena",
             }
         return act
 

@@ -34,6 +34,9 @@ class SENATrainingPlan(TrainingPlan):
         Adam learning rate.
     weight_decay, eps
         Adam settings (the reference uses PyTorch's defaults: 0 and 1e-8).
+    seed
+        When given, the noise of each epoch is drawn from a generator seeded with
+        ``(seed, epoch)``.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan`.
     """
@@ -49,10 +52,17 @@ class SENATrainingPlan(TrainingPlan):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         eps: float = 1e-8,
+        seed: int | None = None,
         **kwargs,
     ):
         super().__init__(module, lr=lr, weight_decay=weight_decay, eps=eps, **kwargs)
         self.schedules = Schedules(n_epochs, alpha_max, beta_max, tau_max)
+        self.seed = seed
+
+    def on_train_epoch_start(self) -> None:
+        """Reseed the sampling noise per epoch, so a resumed run repeats an uninterrupted one."""
+        if self.seed is not None:
+            torch.manual_seed(int(self.seed) * 100_003 + int(self.current_epoch))
 
     def current_schedule(self) -> tuple[float, float, float]:
         """``(alpha, beta, tau)`` of the current epoch."""

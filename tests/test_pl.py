@@ -1,0 +1,189 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.collections import PathCollection  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, Rectangle  # noqa: E402
+
+import scsena  # noqa: E402
+from scsena import pl  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small():
+    adata = scsena.datasets.simulate_perturbseq(
+        n_cells=700, n_genes=200, n_targets=5, n_doubles=2, seed=0
+    )
+    scsena.SENAVAE.setup_anndata(adata)
+    model = scsena.SENAVAE(adata)
+    model.train(max_epochs=3, enable_progress_bar=False, enable_model_summary=False)
+    return model, adata
+
+
+@pytest.fixture(autouse=True)
+def _close():
+    yield
+    plt.close("all")
+
+
+def _doubles(adata):
+    return sorted({g for g in adata.obs["guide_ids"] if "," in g})
+
+
+def test_pathway_activity_heatmap(small, tmp_path):
+    model, adata = small
+    n_groups = adata.obs["guide_ids"].nunique()
+    out = tmp_path / "activity.png"
+    ax = pl.pathway_activity(model, n_terms=7, save=out)
+    image = ax.images[0].get_array()
+    assert image.shape == (n_groups, 7)
+    assert np.nanmin(image) >= 0 and np.nanmax(image) <= 1  # scaled per BP
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    assert rows[0] == "control" and len(rows) == n_groups
+    cols = [t.get_text() for t in ax.get_xticklabels()]
+    assert len(cols) == 7 and all(c for c in cols)
+    assert out.exists() and out.stat().st_size > 0
+
+
+def test_pathway_activity_selection(small):
+    model, _ = small
+    terms = model.term_ids_[:3]
+    targets = model.targets_[:2]
+    ax = pl.pathway_activity(
+        model, terms=terms, perturbations=targets, relative_to_control=True, term_labels="id"
+    )
+    assert ax.images[0].get_array().shape == (2, 3)
+    assert [t.get_text() for t in ax.get_xticklabels()] == terms
+    assert [t.get_text() for t in ax.get_yticklabels()] == targets
+    # names work as well as ids
+    ax = pl.pathway_activity(model, terms=[model.term_names_[0]], perturbations=targets)
+    assert ax.images[0].get_array().shape == (2, 1)
+    with pytest.raises(ValueError, match="Unknown terms"):
+        pl.pathway_activity(model, terms=["GO:nope"])
+
+
+def test_top_bps_bars_and_affected_colour(small, tmp_path):
+    model, adata = small
+    metrics, scores = model.activation_test(return_scores=True)
+    target = metrics.sort_values("n_affected").iloc[-1]["perturbation"]
+    out = tmp_path / "top.pdf"
+    ax = pl.top_bps(model, target, n=6, scores=scores, save=out)
+    bars = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert len(bars) == 6
+    top = scores.loc[target].sort_values(ascending=False).iloc[:6]
+    # best on top: the last bar is the highest score
+    widths = [b.get_width() for b in bars]
+    assert np.allclose(widths, top.to_numpy()[::-1])
+    names = dict(zip(model.term_ids_, model.term_names_))
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[-1].rstrip("…") in names[top.index[0]]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == [f"contains {target}", "other"]
+    assert out.exists()
+
+
+def test_top_bps_marks_affected(small):
+    model, _ = small
+    # with all BPs shown, exactly the affected ones are red
+    metrics, scores = model.activation_test(return_scores=True)
+    row = metrics.iloc[0]
+    ax = pl.top_bps(model, row["perturbation"], n=len(model.term_ids_), scores=scores)
+    red = matplotlib.colors.to_rgba("tab:red")
+    n_red = sum(np.allclose(b.get_facecolor(), red) for b in ax.patches)
+    assert n_red == row["n_affected"]
+
+
+def test_top_bps_unknown_perturbation(small):
+    model, adata = small
+    with pytest.raises(ValueError, match="No scores"):
+        pl.top_bps(model, _doubles(adata)[0])
+
+
+def test_causal_graph_nodes_and_edges(small, tmp_path):
+    model, _ = small
+    edges = model.get_causal_graph(threshold=0.0)
+    ax = pl.causal_graph(model, threshold=0.0, save=tmp_path / "dag.svg")
+    nodes = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(nodes) == 1 and len(nodes[0].get_offsets()) == model.n_latent
+    arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert len(arrows) == len(edges) == model.n_latent * (model.n_latent - 1) // 2
+    graph = ax.scsena_graph
+    assert graph.number_of_edges() == len(edges)
+    # targets are written next to the factor they are mapped to
+    mapping = model.get_intervention_targets()
+    texts = " ".join(t.get_text() for t in ax.texts)
+    for target, latent in mapping["latent"].items():
+        assert target in graph.nodes[latent]["targets"]
+        assert target in texts
+    assert (tmp_path / "dag.svg").exists()
+
+
+def test_causal_graph_threshold_and_spring(small):
+    model, _ = small
+    big = float(model.get_causal_graph(threshold=0.0)["weight"].abs().max())
+    ax = pl.causal_graph(model, threshold=big + 1, layout="spring", label_targets=False)
+    assert not [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(f"z{i}" for i in range(model.n_latent))
+    ax = pl.causal_graph(model, threshold=big + 1, hide_isolated=True)
+    n_mapped = model.get_intervention_targets()["latent"].nunique()
+    assert len(ax.collections[0].get_offsets()) == n_mapped
+
+
+def test_predicted_vs_real(small, tmp_path):
+    model, adata = small
+    double = _doubles(adata)[0]
+    a, b = double.split(",")
+    out = tmp_path / "pvr.png"
+    ax, pooled = pl.predicted_vs_real(
+        model, perturbations=[a, f"{b},{a}"], n_cells=40, return_data=True, save=out
+    )
+    groups = ["control", a, f"{b},{a}"]
+    scatters = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(scatters) == 5  # real: control, a, the double; predicted: a, the double
+    assert sum(len(c.get_offsets()) for c in scatters) == pooled.n_obs == 5 * 40
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == groups + ["real", "predicted"]
+    # the double's real cells were found although its targets are given in another order
+    counts = pooled.obs.groupby(["perturbation", "source"], observed=True).size()
+    assert counts[(f"{b},{a}", "real")] == 40
+    assert "X_umap" in pooled.obsm and out.exists()
+
+
+def test_predicted_vs_real_pca(small):
+    model, _ = small
+    target = model.targets_[0]
+    ax = pl.predicted_vs_real(model, perturbations=target, n_cells=30, basis="pca")
+    assert ax.get_xlabel() == "PC1"
+    scatters = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert sum(len(c.get_offsets()) for c in scatters) == 3 * 30
+
+
+def test_training_curves(small, tmp_path):
+    model, _ = small
+    out = tmp_path / "curves.png"
+    fig = pl.training_curves(model, save=out)
+    assert [ax.get_title() for ax in fig.axes] == [
+        "loss_train",
+        "mmd_train",
+        "mse_train",
+        "kl_train",
+    ]
+    assert all(len(ax.lines[0].get_xdata()) == 3 for ax in fig.axes)
+    assert out.exists()
+    fig = pl.training_curves(model, keys=["alpha", "beta", "tau"], ncols=2)
+    assert len([ax for ax in fig.axes if ax.get_visible()]) == 3
+    with pytest.raises(ValueError, match="No history for"):
+        pl.training_curves(model, keys=["nope"])
+
+
+def test_training_curves_without_history(small):
+    _, adata = small
+    model = scsena.SENAVAE(adata)
+    with pytest.raises(ValueError, match="no training history"):
+        pl.training_curves(model)
+    model.train(max_epochs=1, enable_progress_bar=False, logger=False)
+    with pytest.raises(ValueError, match="no training history"):
+        pl.training_curves(model)
