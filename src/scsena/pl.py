@@ -639,7 +639,7 @@ def predicted_vs_real(
                     coords[sel, 0],
                     coords[sel, 1],
                     s=point_size,
-                    c=colours[g],
+                    color=colours[g],
                     marker=marker,
                     alpha=alpha,
                     linewidths=1.0 if marker == "x" else 0,

@@ -89,6 +89,7 @@ def _rna_modality(data):
         raise ValueError("Register the MuData with `SENAVAE.setup_mudata(mdata, ...)` first.")
     return mod[name]
 
+
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 #: The reference (SENA paper) settings of ``SENAVAE.train``.
@@ -538,8 +539,11 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         if checkpoint_dir is not None:
             callbacks.append(
                 ModelCheckpoint(
-                    dirpath=str(checkpoint_dir), filename="{epoch}", save_top_k=-1,
-                    every_n_epochs=checkpoint_every, save_last=True,
+                    dirpath=str(checkpoint_dir),
+                    filename="{epoch}",
+                    save_top_k=-1,
+                    every_n_epochs=checkpoint_every,
+                    save_last=True,
                 )
             )
             trainer_kwargs["enable_checkpointing"] = True

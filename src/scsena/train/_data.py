@@ -206,6 +206,9 @@ def make_loader(
         batch_size=None,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        # its own generator: creating an iterator must not draw from the global RNG,
+        # which drives the sampling noise (resumed runs repeat uninterrupted ones)
+        generator=torch.Generator().manual_seed(seed),
     )
 
 
@@ -255,6 +258,11 @@ class PerturbationDataModule(pl.LightningDataModule):
         loader = make_loader(
             self.train_dataset, self.batch_size, True, True, self.seed, self.num_workers, n, r
         )
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            # Lightning creates the first iterator before it sets the sampler epoch; a run
+            # resumed from a checkpoint must start from the restored epoch's permutation
+            loader.sampler.set_epoch(trainer.current_epoch)
         if len(loader.sampler) == 0:
             raise ValueError(
                 f"No training batch: every perturbation has fewer than batch_size="

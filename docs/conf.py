@@ -1,0 +1,129 @@
+"""Sphinx configuration of the scsena documentation.
+
+Build offline with warnings as errors::
+
+    sphinx-build -W -b html docs docs/_build/html
+
+Tutorials (``tutorials/*.md``, MyST-NB notebooks) are executed at build time and
+cached in ``docs/_build/.jupyter_cache``. Set ``SCSENA_DOCS_INTERSPHINX=1`` to link to
+the Python, NumPy, AnnData, scanpy, scvi-tools, PyTorch and Lightning docs (needs the
+network).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import date
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+
+# The tutorials train small models on CPU: one thread is fastest there (and avoids
+# oversubscribing shared machines). Kernels started by myst-nb inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("PYTHONWARNINGS", "ignore")
+
+project = "scsena"
+author = "scsena developers"
+copyright = f"{date.today().year}, {author}"
+try:
+    release = version("scsena")
+except PackageNotFoundError:  # building from a source tree without installing
+    release = "0.0.0"
+version = ".".join(release.split(".")[:2])
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.intersphinx",
+    "sphinx.ext.mathjax",
+    "sphinx.ext.viewcode",
+]
+try:  # optional niceties, present with the `docs` extra
+    import sphinx_copybutton  # noqa: F401
+
+    extensions.append("sphinx_copybutton")
+except ImportError:
+    pass
+try:
+    import sphinxarg.ext  # noqa: F401
+
+    extensions.append("sphinxarg.ext")
+    HAS_SPHINXARG = True
+except ImportError:
+    HAS_SPHINXARG = False
+
+templates_path = ["_templates"]
+exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
+source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
+master_doc = "index"
+nitpicky = False
+default_role = "literal"
+
+# Pages written next to this site's own (benchmarks, results, reliability) are picked up
+# by the index's toctree when they exist; list them for templates that need it.
+OPTIONAL_PAGES = [p for p in ("benchmarks", "results", "reliability") if (HERE / f"{p}.md").exists()]
+
+# --- autodoc / autosummary / napoleon
+autosummary_generate = True
+autosummary_imported_members = False
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_typehints_description_target = "documented_params"
+autodoc_default_options = {"show-inheritance": False}
+autodoc_mock_imports: list[str] = []
+napoleon_numpy_docstring = True
+napoleon_google_docstring = False
+napoleon_use_rtype = True
+napoleon_use_param = True
+napoleon_use_ivar = True
+napoleon_custom_sections = [("Params", "Parameters")]
+
+# --- MyST / MyST-NB
+myst_enable_extensions = ["amsmath", "colon_fence", "deflist", "dollarmath", "html_image"]
+myst_heading_anchors = 3
+nb_execution_mode = os.environ.get("SCSENA_DOCS_EXECUTE", "cache")
+nb_execution_timeout = 600
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_merge_streams = True
+nb_output_stderr = "remove"
+
+# --- intersphinx: off unless asked for (it needs the network; offline -W builds must pass)
+intersphinx_mapping: dict[str, tuple[str, None]] = {}
+if os.environ.get("SCSENA_DOCS_INTERSPHINX", "0") not in ("", "0", "false", "False"):
+    intersphinx_mapping = {
+        "python": ("https://docs.python.org/3", None),
+        "numpy": ("https://numpy.org/doc/stable", None),
+        "pandas": ("https://pandas.pydata.org/docs", None),
+        "scipy": ("https://docs.scipy.org/doc/scipy", None),
+        "anndata": ("https://anndata.readthedocs.io/en/stable", None),
+        "mudata": ("https://mudata.readthedocs.io/en/latest", None),
+        "scanpy": ("https://scanpy.readthedocs.io/en/stable", None),
+        "scvi": ("https://docs.scvi-tools.org/en/stable", None),
+        "torch": ("https://pytorch.org/docs/stable", None),
+        "lightning": ("https://lightning.ai/docs/pytorch/stable", None),
+        "matplotlib": ("https://matplotlib.org/stable", None),
+        "networkx": ("https://networkx.org/documentation/stable", None),
+    }
+
+# --- HTML
+try:
+    import sphinx_book_theme  # noqa: F401
+
+    html_theme = "sphinx_book_theme"
+    html_theme_options = {
+        "navigation_with_keys": False,
+        "show_toc_level": 2,
+    }
+except ImportError:  # pragma: no cover - fallback theme
+    html_theme = "alabaster"
+html_title = "scsena"
+html_show_sourcelink = False
