@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
-from conftest import TRAIN_KW
 from hypothesis import HealthCheck, given, settings
 
 import scsena
+from conftest import TRAIN_KW
 from scsena._perturbations import encode_labels, normalise_labels, parse_perturbations
 
 GENES = None

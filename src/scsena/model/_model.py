@@ -14,10 +14,10 @@ from typing import Literal
 
 import anndata as ad
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import ModelCheckpoint
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
