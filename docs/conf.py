@@ -45,6 +45,7 @@ extensions = [
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
+    "sphinxarg.ext",
 ]
 try:  # optional niceties, present with the `docs` extra
     import sphinx_copybutton  # noqa: F401
@@ -52,13 +53,6 @@ try:  # optional niceties, present with the `docs` extra
     extensions.append("sphinx_copybutton")
 except ImportError:
     pass
-try:
-    import sphinxarg.ext  # noqa: F401
-
-    extensions.append("sphinxarg.ext")
-    HAS_SPHINXARG = True
-except ImportError:
-    HAS_SPHINXARG = False
 
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "jupyter_execute", "**.ipynb_checkpoints", "Thumbs.db", ".DS_Store"]
