@@ -1,0 +1,486 @@
+"""Training throughput: scsena against a straightforward reference, at equal maths.
+
+Side by side in one process, on the Perturb-seq simulator at Norman 2019 scale
+(5,000 genes, 105 single targets, 130 doubles; SENA's GO BP mask, Z = 105):
+
+(a) the reference forward pass of ``_reference.py`` (float64, ``W * M`` every step,
+    ``torch.inverse``, MMD on expanded differences, one-hot perturbations, batches
+    built cell by cell), and
+(b) scsena's ``SENAModule`` (float32) fed by ``PairedPerturbationDataset`` through
+    the loader of ``make_loader``.
+
+First checks that both give the same loss (and gradients) from the same weights on
+the same batch. Then times training steps (batch read, forward, backward, Adam step)
+per batch size, alternating (a) and (b) in repeated blocks so that both see the same
+machine load, and reports medians over the blocks. Last, times whole epochs of
+``SENAVAE.train`` (data loading and Lightning included).
+
+Run: python benchmarks/train_throughput.py [--n-cells 20000] [--batch-sizes 32,128,512]
+     [--steps 5] [--repeats 3] [--device cpu|cuda] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import resource
+import sys
+import time
+from itertools import cycle
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+import scsena
+from scsena.train import PerturbationPureBatchSampler, make_loader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference import (  # noqa: E402
+    ReferenceDataset,
+    ReferenceSENA,
+    load_from_scsena,
+    reference_loader,
+    reference_loss,
+)
+
+
+# ----------------------------------------------------------------------------- memory
+def _status_kib(field: str) -> float | None:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the process's peak RSS (Linux ``clear_refs``); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (since the last reset), MiB."""
+    hwm = _status_kib("VmHWM")
+    if hwm is not None:
+        return hwm / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mib() -> float:
+    cur = _status_kib("VmRSS")
+    return float("nan") if cur is None else cur / 1024
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# ----------------------------------------------------------------------------- setup
+def build(args):
+    t = time.perf_counter()
+    adata = scsena.datasets.simulate_perturbseq(
+        n_cells=args.n_cells,
+        n_genes=args.n_genes,
+        n_targets=args.n_targets,
+        n_doubles=args.n_doubles,
+        seed=args.seed,
+    )
+    scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids", gene_sets="go_bp_sena")
+    model = scsena.SENAVAE(adata, seed=args.seed)
+    ds = model._fold_dataset(adata, ["train"], args.seed)
+    mask = adata.uns["scsena_mask"]
+    print(
+        f"data: {adata.n_obs} cells x {adata.n_vars} genes, {len(ds)} training examples, "
+        f"{len(model.targets_)} targets, {len(model.term_ids_)} gene sets kept, "
+        f"Z = {model.n_latent} (built in {time.perf_counter() - t:.1f} s)"
+    )
+    return adata, model, ds, mask
+
+
+def scsena_loss(module, batch, eps=None, temperature=1.0):
+    """scsena's loss through the module's own pieces; ``eps`` fixes the sampling noise."""
+    inf = module.inference(batch["x"], use_mean=eps is not None)
+    if eps is not None:
+        inf["z"] = inf["mu"] + inf["var"].sqrt() * eps.to(inf["mu"].dtype)
+    gen = module.generative(inf["z"], batch["codes"], temperature)
+    return module.loss(batch, inf, gen, alpha=1.0, beta=1.0).loss
+
+
+def check_agreement(module, ref, ds, ref_ds, batch_size, seed):
+    """Same weights, same batch, same noise: compare losses and gradients."""
+    idx = batches_for(ds, batch_size, 1, seed)[0][0]
+    batch = ds[idx]
+    x, y, c = next(iter(reference_loader(ref_ds, [idx])))
+    same_data = (
+        torch.equal(x, batch["x"].double())
+        and torch.equal(y, batch["y"].double())
+        and torch.equal(c.argmax(1), batch["codes"][:, 0])
+    )
+    print(f"data paths give identical batches: {same_data}")
+    gen = torch.Generator().manual_seed(seed)
+    eps = torch.randn(len(idx), module.n_latent, generator=gen, dtype=torch.float64)
+
+    ref.zero_grad(set_to_none=True)
+    y_hat, x_rec, mu, var = ref(x, c, 1.0, eps)
+    l_ref = reference_loss(ref, y_hat, y, x_rec, x, mu, var)
+    l_ref.backward()
+
+    l32 = scsena_loss(module, batch, eps)
+    m64 = copy.deepcopy(module).double()
+    b64 = {k: (v.double() if v.is_floating_point() else v) for k, v in batch.items()}
+    m64.zero_grad(set_to_none=True)
+    l64 = scsena_loss(m64, b64, eps)
+    l64.backward()
+    grads = {
+        "fc1.weight": (m64.fc1.weight, ref.fc1.weight),
+        "fc_mean.weight": (m64.fc_mean.weight, ref.fc_mean.weight),
+        "intervention.c1.weight": (m64.intervention.c1.weight, ref.c1.weight),
+        "intervention.shift": (m64.intervention.shift, ref.c_shift),
+        "causal.G": (m64.causal.G, ref.G),
+        "d2.weight": (m64.d2.weight, ref.d2.weight),
+    }
+    gdiff = max(float((a.grad - b.grad).abs().max()) for a, b in grads.values())
+    gscale = max(float(b.grad.abs().max()) for _, b in grads.values())
+    print(
+        f"loss on one batch of {len(idx)} (alpha = beta = tau = 1): reference float64 "
+        f"{float(l_ref):.10f}, scsena float32 {float(l32):.10f} "
+        f"(max abs diff {abs(float(l32) - float(l_ref)):.2e}), scsena float64 "
+        f"{float(l64):.12f} (max abs diff {abs(float(l64) - float(l_ref)):.2e})"
+    )
+    print(
+        f"gradients, scsena float64 vs reference: max abs diff {gdiff:.2e} "
+        f"(largest gradient entry {gscale:.2e})"
+    )
+    ref.zero_grad(set_to_none=True)
+
+
+# ----------------------------------------------------------------------------- steps
+def batches_for(ds, batch_size, min_batches, seed):
+    """One epoch of example-index batches, perturbation-pure when the data allows it."""
+    loader = make_loader(ds, batch_size, shuffle=True, drop_last=True, seed=seed)
+    mixed = len(loader) < min_batches
+    if mixed:
+        # fewer than batch_size training cells per perturbation: batches mix
+        # perturbations (the cost of a step does not depend on which cells it holds)
+        sampler = PerturbationPureBatchSampler(
+            np.zeros(len(ds), dtype=np.int64), batch_size, seed=seed
+        )
+        loader = DataLoader(ds, sampler=sampler, batch_size=None)
+    return list(loader.sampler), mixed
+
+
+class Runner:
+    """Times training steps of one path: batch read, then forward/backward/Adam."""
+
+    def __init__(self, name, step, loader, device):
+        self.name = name
+        self.step = step
+        self.it = cycle(loader)
+        self.device = device
+        self.data_s: list[float] = []
+        self.step_s: list[float] = []
+        self.peak_mib = 0.0
+        self.peak_gpu_mib = 0.0
+
+    def block(self, n_steps: int, budget_s: float) -> None:
+        reset = reset_peak_rss()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        data_s = step_s = 0.0
+        n = 0
+        start = time.perf_counter()
+        while n < n_steps:
+            t0 = time.perf_counter()
+            batch = next(self.it)
+            t1 = time.perf_counter()
+            self.step(batch)
+            sync(self.device)
+            t2 = time.perf_counter()
+            data_s += t1 - t0
+            step_s += t2 - t1
+            n += 1
+            if time.perf_counter() - start > budget_s:
+                break
+        self.data_s.append(data_s / n)
+        self.step_s.append(step_s / n)
+        if reset:
+            self.peak_mib = max(self.peak_mib, peak_rss_mib())
+        if self.device.type == "cuda":
+            self.peak_gpu_mib = max(
+                self.peak_gpu_mib, torch.cuda.max_memory_allocated(self.device) / 2**20
+            )
+
+    def summary(self, batch_size: int) -> dict:
+        data = float(np.median(self.data_s))
+        step = float(np.median(self.step_s))
+        return {
+            "data_ms": 1e3 * data,
+            "step_ms": 1e3 * step,
+            "cells_s": batch_size / (data + step),
+            "compute_cells_s": batch_size / step,
+            "peak_mib": self.peak_mib,
+            "peak_gpu_mib": self.peak_gpu_mib,
+            "n_blocks": len(self.step_s),
+        }
+
+
+def make_scsena_step(module, device):
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+
+    def step(batch):
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        _, _, out = module(
+            batch, generative_kwargs={"temperature": 1.0}, loss_kwargs={"alpha": 1.0, "beta": 1.0}
+        )
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+
+    return step
+
+
+def make_reference_step(ref, device):
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-3)
+
+    def step(batch):
+        x, y, c = (v.to(device, non_blocking=True) for v in batch)
+        y_hat, x_rec, mu, var = ref(x, c, 1.0)
+        loss = reference_loss(ref, y_hat, y, x_rec, x, mu, var)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def mmd_tensor_gib(batch_size: int, n_genes: int) -> float:
+    """Size of one ``2B x 2B x G`` float64 tensor of the reference MMD, GiB."""
+    return (2 * batch_size) ** 2 * n_genes * 8 / 2**30
+
+
+def bench_steps(args, module, ref_template, ds, ref_ds, device) -> None:
+    print(
+        f"\n== training steps (batch read + forward + backward + Adam); {args.repeats} "
+        f"alternating blocks of up to {args.steps} steps per path (at most "
+        f"{args.block_seconds:.0f} s a block), medians over blocks =="
+    )
+    header = (
+        f"{'batch':>5} {'path':<10} {'data ms/batch':>13} {'step ms':>9} {'cells/s':>9} "
+        f"{'compute cells/s':>15} {'peak RSS MiB':>12}"
+    )
+    if device.type == "cuda":
+        header += f" {'peak GPU MiB':>12}"
+    rows = []
+    for bs in args.batch_sizes:
+        batches, mixed = batches_for(ds, bs, args.warmup + args.steps, args.seed)
+        note = " (batches mix perturbations: too few cells per perturbation)" if mixed else ""
+        print(f"\nbatch {bs}: {len(batches)} batches per epoch{note}")
+        module_b = copy.deepcopy(module).to(device).train()
+        runners = [
+            Runner(
+                "scsena",
+                make_scsena_step(module_b, device),
+                DataLoader(ds, sampler=batches, batch_size=None),
+                device,
+            )
+        ]
+        ref_gib = mmd_tensor_gib(bs, ds.matrix.shape[1])
+        if ref_gib <= args.ref_max_gib:
+            ref_b = copy.deepcopy(ref_template).to(device).train()
+            runners.insert(
+                0,
+                Runner(
+                    "reference",
+                    make_reference_step(ref_b, device),
+                    reference_loader(ref_ds, batches),
+                    device,
+                ),
+            )
+        else:
+            print(
+                f"reference skipped at batch {bs}: its MMD expands a 2B x 2B x G float64 "
+                f"tensor of {ref_gib:.1f} GiB (limit --ref-max-gib {args.ref_max_gib})"
+            )
+        for r in runners:  # warm-up (allocator, Adam state), not timed
+            r.block(args.warmup, float("inf"))
+            r.data_s.clear()
+            r.step_s.clear()
+            r.peak_mib = 0.0
+        for rep in range(args.repeats):
+            order = runners if rep % 2 == 0 else runners[::-1]
+            for r in order:
+                r.block(args.steps, args.block_seconds)
+        res = {r.name: r.summary(bs) for r in runners}
+        print(header)
+        for name, s in res.items():
+            line = (
+                f"{bs:>5} {name:<10} {s['data_ms']:>13.2f} {s['step_ms']:>9.1f} "
+                f"{s['cells_s']:>9.1f} {s['compute_cells_s']:>15.1f} {s['peak_mib']:>12.0f}"
+            )
+            if device.type == "cuda":
+                line += f" {s['peak_gpu_mib']:>12.0f}"
+            print(line)
+        if "reference" in res:
+            a, b = res["reference"], res["scsena"]
+            print(
+                f"batch {bs}: scsena / reference = {b['cells_s'] / a['cells_s']:.1f}x cells/s "
+                f"(compute only {b['compute_cells_s'] / a['compute_cells_s']:.1f}x, "
+                f"batch read {a['data_ms'] / b['data_ms']:.0f}x faster)"
+            )
+            rows.append((bs, b["cells_s"] / a["cells_s"]))
+        del runners
+    if rows:
+        print(
+            "\nsummary, scsena / reference cells/s: "
+            + ", ".join(f"batch {b}: {r:.1f}x" for b, r in rows)
+        )
+
+
+# ----------------------------------------------------------------------------- epochs
+class EpochTimer:
+    """Lightning callback recording the wall time of each training epoch."""
+
+    def __new__(cls):
+        import lightning.pytorch as pl
+
+        class _Timer(pl.Callback):
+            def __init__(self):
+                self.times: list[float] = []
+                self.batches: list[int] = []
+                self._t = 0.0
+                self._n = 0
+
+            def on_train_epoch_start(self, trainer, pl_module):
+                self._t = time.perf_counter()
+                self._n = 0
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                self._n += 1
+
+            def on_train_epoch_end(self, trainer, pl_module):
+                self.times.append(time.perf_counter() - self._t)
+                self.batches.append(self._n)
+
+        return _Timer()
+
+
+def bench_epochs(args, adata, device) -> None:
+    print(f"\n== SENAVAE.train(max_epochs={args.epochs}, batch_size={args.epoch_batch_size}) ==")
+    model = scsena.SENAVAE(adata, seed=args.seed)
+    timer = EpochTimer()
+    reset = reset_peak_rss()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t = time.perf_counter()
+    model.train(
+        max_epochs=args.epochs,
+        batch_size=args.epoch_batch_size,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        callbacks=[timer],
+        enable_progress_bar=False,
+    )
+    total = time.perf_counter() - t
+    n_cells = timer.batches[-1] * args.epoch_batch_size
+    for e, (s, nb) in enumerate(zip(timer.times, timer.batches)):
+        print(
+            f"epoch {e}: {s:.1f} s, {nb} batches, {nb * args.epoch_batch_size} cells, "
+            f"{nb * args.epoch_batch_size / s:.1f} cells/s, {1e3 * s / nb:.1f} ms/batch"
+        )
+    med = float(np.median(timer.times))
+    print(
+        f"train() total {total:.1f} s for {args.epochs} epochs; median epoch {med:.1f} s "
+        f"= {n_cells / med:.1f} cells/s ({1e3 * med / timer.batches[-1]:.1f} ms/batch, "
+        f"data loading and Lightning included)"
+    )
+    mem = f"peak RSS during train(): {peak_rss_mib():.0f} MiB" if reset else ""
+    if device.type == "cuda":
+        mem += f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
+    if mem:
+        print(mem)
+
+
+# ----------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-cells", type=int, default=20_000)
+    parser.add_argument("--n-genes", type=int, default=5_000)
+    parser.add_argument("--n-targets", type=int, default=105)
+    parser.add_argument("--n-doubles", type=int, default=130)
+    parser.add_argument(
+        "--batch-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[32, 128, 512]
+    )
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per block")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating blocks per path")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per path")
+    parser.add_argument(
+        "--block-seconds", type=float, default=15.0, help="end a block early after this long"
+    )
+    parser.add_argument(
+        "--ref-max-gib",
+        type=float,
+        default=4.0,
+        help="skip the reference when one tensor of its MMD would exceed this (GiB)",
+    )
+    parser.add_argument("--epochs", type=int, default=2, help="epochs of SENAVAE.train; 0 skips")
+    parser.add_argument("--epoch-batch-size", type=int, default=32)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
+        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
+    )
+    t_all = time.perf_counter()
+    torch.manual_seed(args.seed)
+    adata, model, ds, mask = build(args)
+    module = model.module
+    ref = ReferenceSENA(mask_membership(mask), len(model.targets_), model.n_latent)
+    load_from_scsena(ref, module)
+    ref_ds = ReferenceDataset(
+        ds.matrix, ds.perturbed, ds.partners, ds.codes[:, 0].numpy(), len(model.targets_)
+    )
+    print(
+        f"dense reference mask: {ref.fc1.mask.numel() * 8 / 2**20:.0f} MiB float64, "
+        f"{int((ref.fc1.mask != 0).sum()):,} member pairs "
+        f"({100 * float((ref.fc1.mask != 0).double().mean()):.2f}% of G x T)"
+    )
+    check_agreement(module, ref, ds, ref_ds, 32, args.seed)
+    bench_steps(args, module, ref, ds, ref_ds, device)
+    if args.epochs > 0:
+        bench_epochs(args, adata, device)
+    print(
+        f"\nprocess peak RSS (getrusage): "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
+        f"total {time.perf_counter() - t_all:.0f} s"
+    )
+
+
+def mask_membership(uns_mask):
+    """``G x T`` membership of the mask stored by ``setup_anndata``."""
+    return scsena.gene_sets.GeneSetMask.from_uns(uns_mask).membership
+
+
+if __name__ == "__main__":
+    main()

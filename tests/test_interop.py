@@ -1,0 +1,82 @@
+"""MuData input, pertpy-style labels, MLflow tracking from model.train."""
+
+import anndata as ad
+import mudata as md
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import scsena
+from conftest import TRAIN_KW
+
+
+def _guides(adata, nt_count=3):
+    targets = sorted({t for g in adata.obs["guide_ids"] for t in g.split(",") if t})
+    names = [f"{t}_sg1" for t in targets] + ["NT_sg1"]
+    X = np.zeros((adata.n_obs, len(names)))
+    for i, g in enumerate(adata.obs["guide_ids"]):
+        if g:
+            for t in g.split(","):
+                X[i, targets.index(t)] = 7
+        else:
+            X[i, -1] = nt_count
+    var = pd.DataFrame({"target": targets + ["non-targeting"]}, index=names)
+    return ad.AnnData(sp.csr_matrix(X), obs=pd.DataFrame(index=adata.obs_names), var=var)
+
+
+def test_setup_mudata_from_guide_modality(sim_adata):
+    mdata = md.MuData({"rna": sim_adata, "guides": _guides(sim_adata)})
+    scsena.SENAVAE.setup_mudata(
+        mdata, rna_mod="rna", perturbation_mod_or_key="guides", guide_target_key="target"
+    )
+    rna = mdata.mod["rna"]
+    canon = rna.obs["guide_ids"].map(lambda g: ",".join(sorted(g.split(","))) if g else "")
+    assert (rna.obs["scsena_perturbation"] == canon).all()
+    model = scsena.SENAVAE(mdata)
+    assert model.adata is rna
+    model.train(**dict(TRAIN_KW, max_epochs=1))
+    pair = ",".join(model.targets_[:2])
+    assert model.predict_perturbation(pair, n_cells=4).n_obs == 4
+
+
+def test_setup_mudata_from_label_column(sim_adata):
+    mdata = md.MuData({"rna": sim_adata})
+    scsena.SENAVAE.setup_mudata(mdata, rna_mod="rna", perturbation_mod_or_key="guide_ids")
+    assert scsena.SENAVAE(mdata).targets_
+
+
+def test_setup_mudata_errors(sim_adata):
+    mdata = md.MuData({"rna": sim_adata})
+    with pytest.raises(KeyError, match="No modality 'gex'"):
+        scsena.SENAVAE.setup_mudata(mdata, rna_mod="gex")
+    with pytest.raises(KeyError, match="neither a modality nor a column"):
+        scsena.SENAVAE.setup_mudata(mdata, perturbation_mod_or_key="sgRNA")
+
+
+def test_train_log_to_mlflow(sim_adata, tmp_path, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    scsena.SENAVAE.setup_anndata(sim_adata)
+    model = scsena.SENAVAE(sim_adata)
+    kw = dict(TRAIN_KW, max_epochs=2)
+    kw.pop("logger")
+    model.train(**kw, log_to="mlflow")
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("scsena")
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.data.metrics["mmd_train"] > 0
+    assert len(client.get_metric_history(run.info.run_id, "loss_train")) == 2
+
+
+def test_explicit_logger(sim_adata, tmp_path):
+    pytest.importorskip("mlflow")
+    from scsena.tracking import mlflow_logger
+
+    scsena.SENAVAE.setup_anndata(sim_adata)
+    model = scsena.SENAVAE(sim_adata)
+    logger = mlflow_logger(experiment_name="explicit", directory=tmp_path)
+    kw = dict(TRAIN_KW, max_epochs=1)
+    kw.pop("logger")
+    model.train(**kw, logger=logger)
+    assert (tmp_path / "mlflow.db").exists()
