@@ -61,9 +61,21 @@ master_doc = "index"
 nitpicky = False
 default_role = "literal"
 
-# benchmarks.md, results.md and reliability.md are picked up by a glob toctree in
-# index.md when they exist; a missing one is not an error.
-suppress_warnings = ["toc.empty_glob"]
+# Pages other parts of the project write next to these (benchmarks, results,
+# reliability): index.md lists them, and a missing one is dropped from the toctree.
+OPTIONAL_PAGES = ("benchmarks", "results", "reliability")
+
+
+def _drop_missing_pages(app, docname, source):
+    if docname != "index":
+        return
+    for page in OPTIONAL_PAGES:
+        if not (HERE / f"{page}.md").exists() and not (HERE / f"{page}.ipynb").exists():
+            source[0] = source[0].replace(f"\n{page}\n", "\n")
+
+
+def setup(app):
+    app.connect("source-read", _drop_missing_pages)
 
 # --- autodoc / autosummary / napoleon
 autosummary_generate = True

@@ -160,3 +160,13 @@ def test_labels_in_pertpy_convention(sim_adata):
     pred = m.predict_perturbation([pair], n_cells=3)
     assert pred.n_obs == 3
     assert isinstance(pred.obs, pd.DataFrame)
+
+
+def test_float32_and_float64_give_the_same_metrics(sim_adata):
+    scsena.SENAVAE.setup_anndata(sim_adata, perturbation_key="guide_ids")
+    losses = {}
+    for dtype in ("float32", "float64"):
+        m = scsena.SENAVAE(sim_adata, dtype=dtype, seed=4)
+        m.train(**dict(TRAIN_KW, max_epochs=12))
+        losses[dtype] = m.get_fold_losses("double", seed=0)[["mmd", "mse"]].mean()
+    np.testing.assert_allclose(losses["float32"], losses["float64"], rtol=0.1)

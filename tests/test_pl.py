@@ -105,7 +105,7 @@ def test_top_bps_unknown_perturbation(small):
 def test_causal_graph_nodes_and_edges(small, tmp_path):
     model, _ = small
     edges = model.get_causal_graph(threshold=0.0)
-    ax = pl.causal_graph(model, threshold=0.0, save=tmp_path / "dag.svg")
+    ax = pl.causal_graph(model, threshold=0.0, max_targets_per_node=10, save=tmp_path / "dag.svg")
     nodes = [c for c in ax.collections if isinstance(c, PathCollection)]
     assert len(nodes) == 1 and len(nodes[0].get_offsets()) == model.n_latent
     arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]

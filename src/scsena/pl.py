@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.transforms import offset_copy
 
 from scsena import gene_sets as gs
 from scsena._constants import REGISTRY_KEYS
@@ -407,7 +408,7 @@ def causal_graph(
     hide_isolated
         Leave out factors without edges and targets.
     max_targets_per_node
-        List at most this many targets in a label (then ``+k``).
+        List at most this many targets under a factor (then ``+k more``).
     node_size
         Marker area of the factors.
     colors
@@ -473,16 +474,29 @@ def causal_graph(
             connectionstyle="arc3,rad=0.1",
             ax=ax,
         )
-    labels = {}
-    for v in nodes:
-        ts = graph.nodes[v]["targets"]
-        if label_targets and ts:
-            shown = ", ".join(ts[:max_targets_per_node])
+    nx.draw_networkx_labels(graph, pos, labels={v: v for v in nodes}, font_size=8, ax=ax)
+    if label_targets:
+        below = offset_copy(
+            ax.transData, fig=ax.figure, y=-0.6 * np.sqrt(node_size) - 2, units="points"
+        )
+        for v in nodes:
+            ts = graph.nodes[v]["targets"]
+            if not ts:
+                continue
             extra = len(ts) - max_targets_per_node
-            labels[v] = f"{v}\n{shown}" + (f" +{extra}" if extra > 0 else "")
-        else:
-            labels[v] = v
-    nx.draw_networkx_labels(graph, pos, labels=labels, font_size=8, ax=ax)
+            text = "\n".join(ts[:max_targets_per_node]) + (f"\n+{extra} more" if extra > 0 else "")
+            x, y = pos[v]
+            ax.text(
+                x,
+                y,
+                text,
+                transform=below,
+                ha="center",
+                va="top",
+                fontsize=7,
+                color="#7f2704",
+                bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 0.5},
+            )
     ax.legend(
         handles=[
             Line2D([], [], color=colors[0], label="positive edge"),
@@ -493,6 +507,7 @@ def causal_graph(
         frameon=False,
         fontsize=8,
     )
+    ax.margins(x=0.12, y=0.15)
     ax.set_title(f"Latent DAG (|weight| >= {threshold:g})")
     ax.set_axis_off()
     ax.scsena_graph = graph
