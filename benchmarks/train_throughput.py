@@ -71,12 +71,27 @@ def reset_peak_rss() -> bool:
         return False
 
 
+_MAX_PEAK_MIB = 0.0
+
+
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process (since the last reset), MiB."""
+    """Peak resident memory (MiB) since the last :func:`reset_peak_rss`.
+
+    ``VmHWM`` of ``/proc/self/status`` where available, else ``getrusage``'s ``ru_maxrss``
+    (which the reset also lowers on Linux).
+    """
+    global _MAX_PEAK_MIB
     hwm = _status_kib("VmHWM")
-    if hwm is not None:
-        return hwm / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = (
+        hwm / 1024 if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    _MAX_PEAK_MIB = max(_MAX_PEAK_MIB, peak)
+    return peak
+
+
+def max_peak_rss_mib() -> float:
+    """Largest peak RSS seen over the run (the per-phase resets hide it from getrusage)."""
+    return max(_MAX_PEAK_MIB, peak_rss_mib())
 
 
 def rss_mib() -> float:
@@ -112,11 +127,11 @@ def build(args):
 
 
 def clone_module(module, dtype=torch.float32):
-    """A new ``SENAModule`` with ``module``'s weights.
+    """A new ``SENAModule`` with ``module``'s weights, built by its constructor.
 
-    Built by the constructor, not by ``copy.deepcopy``: a deep copy drops the gradient
-    hook of the masked layer (PyTorch does not copy tensor hooks), and the copy would
-    then train the non-member weights.
+    The constructor sets the masked layer up exactly as in training (gradient mask
+    included), whatever ``copy.deepcopy`` would or would not copy (tensor hooks are
+    not copied by PyTorch).
     """
     fc1 = module.fc1
     new = SENAModule(
@@ -318,7 +333,9 @@ def bench_steps(args, module, ref_template, ds, ref_ds, device) -> None:
     for bs in args.batch_sizes:
         batches, mixed = batches_for(ds, bs, args.warmup + args.steps, args.seed)
         note = " (batches mix perturbations: too few cells per perturbation)" if mixed else ""
-        print(f"\nbatch {bs}: {len(batches)} batches per epoch{note}")
+        print(
+            f"\nbatch {bs}: {len(batches)} batches per epoch{note}; RSS before: {rss_mib():.0f} MiB"
+        )
         module_b = clone_module(module).to(device).train()
         runners = [
             Runner(
@@ -502,8 +519,7 @@ def main() -> None:
     if args.epochs > 0:
         bench_epochs(args, adata, device)
     print(
-        f"\nprocess peak RSS (getrusage): "
-        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB; "
+        f"\nlargest peak RSS over the run: {max_peak_rss_mib():.0f} MiB; "
         f"total {time.perf_counter() - t_all:.0f} s"
     )
 

@@ -77,6 +77,7 @@ def _drop_missing_pages(app, docname, source):
 def setup(app):
     app.connect("source-read", _drop_missing_pages)
 
+
 # --- autodoc / autosummary / napoleon
 autosummary_generate = True
 autosummary_imported_members = False

@@ -197,3 +197,15 @@ def test_training_curves_without_history(small):
     model.train(max_epochs=1, enable_progress_bar=False, logger=False)
     with pytest.raises(ValueError, match="no training history"):
         pl.training_curves(model)
+
+
+def test_mudata_input(small):
+    md = pytest.importorskip("mudata")
+    model, adata = small
+    mdata = md.MuData({"rna": adata})
+    mdata.uns["scsena_rna_mod"] = "rna"
+    ax = pl.pathway_activity(model, mdata, n_terms=4)
+    assert ax.images[0].get_array().shape == (adata.obs["guide_ids"].nunique(), 4)
+    bare = md.MuData({"rna": adata})
+    with pytest.raises(ValueError, match="setup_mudata"):
+        pl.pathway_activity(model, bare)

@@ -13,6 +13,7 @@ class _TensorKeys(NamedTuple):
     X_CONTROL: str = "x"
     Y: str = "y"
     CODES: str = "codes"
+    INDEX: str = "index"
 
 
 class _AnnDataKeys(NamedTuple):

@@ -7,11 +7,12 @@ multi-panel plots), so the plot can be refined further.
 
 Examples
 --------
->>> scsena.pl.pathway_activity(model)  # mean BP activity per perturbation
->>> scsena.pl.top_bps(model, "CBL")  # BPs most changed by one perturbation
->>> scsena.pl.causal_graph(model)  # latent DAG with the targets mapped to each factor
->>> scsena.pl.predicted_vs_real(model, perturbations=["CBL,PTPN12"])
->>> scsena.pl.training_curves(model)
+>>> from scsena import pl
+>>> pl.pathway_activity(model)  # mean BP activity per perturbation
+>>> pl.top_bps(model, "CBL")  # BPs most changed by one perturbation
+>>> pl.causal_graph(model)  # latent DAG with the targets mapped to each factor
+>>> pl.predicted_vs_real(model, perturbations=["CBL,PTPN12"])
+>>> pl.training_curves(model)
 """
 
 from __future__ import annotations

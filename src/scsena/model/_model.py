@@ -565,6 +565,8 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             trainer_kwargs.setdefault("gradient_clip_val", grad_clip)
             trainer_kwargs.setdefault("gradient_clip_algorithm", "value")
         trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validate_on_test else None)
+        # our batch sampler shards perturbation-pure chunks across data-parallel workers
+        trainer_kwargs.setdefault("use_distributed_sampler", False)
         if trainer_kwargs["check_val_every_n_epoch"] is None:
             trainer_kwargs["check_val_every_n_epoch"] = max_epochs + 1
         runner = self._train_runner_cls(

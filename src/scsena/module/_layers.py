@@ -57,9 +57,8 @@ class MaskedLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(n_terms, n_genes))
         self.bias = nn.Parameter(torch.empty(n_terms))
         self.register_buffer("member", torch.as_tensor(member.T != 0))
+        self._grad_hook = None
         self.reset_parameters()
-        if self.lambda_ == 0.0:
-            self.weight.register_hook(self._mask_grad)
 
     def reset_parameters(self) -> None:
         """Initialise as :class:`torch.nn.Linear` does."""
@@ -73,6 +72,16 @@ class MaskedLinear(nn.Module):
     def _mask_grad(self, grad: torch.Tensor) -> torch.Tensor:
         return grad * self.member
 
+    def _ensure_grad_mask(self) -> None:
+        # registered lazily: tensor hooks are not pickled (spawned DDP workers, copies)
+        if self.lambda_ == 0.0 and self._grad_hook is None and self.weight.requires_grad:
+            self._grad_hook = self.weight.register_hook(self._mask_grad)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state["_grad_hook"] = None
+        return state
+
     def effective_weight(self) -> torch.Tensor:
         """The weight actually applied, ``W * M^T`` (``(n_terms, n_genes)``)."""
         if self.lambda_ == 0.0:
@@ -81,6 +90,7 @@ class MaskedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pathway activities ``(batch, n_terms)``."""
+        self._ensure_grad_mask()
         return F.linear(x, self.effective_weight(), self.bias)
 
     def extra_repr(self) -> str:

@@ -120,10 +120,22 @@ class SENAModule(BaseModuleClass):
         return {"x": tensors[TENSORS.X_CONTROL]}
 
     @auto_move_data
-    def inference(self, x: torch.Tensor, use_mean: bool = False) -> dict[str, torch.Tensor]:
-        """Encode control cells; ``z = mu + sigma * eps`` (or ``mu`` with ``use_mean``)."""
+    def inference(
+        self,
+        x: torch.Tensor,
+        use_mean: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Encode control cells; ``z = mu + sigma * eps`` (or ``mu`` with ``use_mean``).
+
+        ``eps`` is drawn from ``generator`` when given (else the global generator).
+        """
         a, mu, var = self.encode(x)
-        z = mu if use_mean else mu + var.sqrt() * torch.randn_like(mu)
+        if use_mean:
+            z = mu
+        else:
+            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+            z = mu + var.sqrt() * eps
         return {"activity": a, "mu": mu, "var": var, "z": z}
 
     def _get_generative_input(

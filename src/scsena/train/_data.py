@@ -171,6 +171,7 @@ class PairedPerturbationDataset(Dataset):
             TENSORS.X_CONTROL: torch.as_tensor(x, dtype=self.dtype),
             TENSORS.Y: torch.as_tensor(y, dtype=self.dtype),
             TENSORS.CODES: self.codes[torch.as_tensor(index)],
+            TENSORS.INDEX: torch.as_tensor(index),
         }
 
 

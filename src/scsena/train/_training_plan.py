@@ -8,6 +8,8 @@ import lightning.pytorch as pl
 import torch
 from scvi.train import TrainingPlan
 
+from scsena._constants import TENSORS
+
 from ._schedules import Schedules
 
 #: Loss components whose epoch means the reference averages for model selection.
@@ -35,8 +37,8 @@ class SENATrainingPlan(TrainingPlan):
     weight_decay, eps
         Adam settings (the reference uses PyTorch's defaults: 0 and 1e-8).
     seed
-        When given, the noise of each epoch is drawn from a generator seeded with
-        ``(seed, epoch)``.
+        When given, the sampling noise of each batch is drawn from a generator keyed
+        by ``(seed, epoch, first example of the batch)``.
     **kwargs
         Passed to :class:`scvi.train.TrainingPlan`.
     """
@@ -59,10 +61,19 @@ class SENATrainingPlan(TrainingPlan):
         self.schedules = Schedules(n_epochs, alpha_max, beta_max, tau_max)
         self.seed = seed
 
-    def on_train_epoch_start(self) -> None:
-        """Reseed the sampling noise per epoch, so a resumed run repeats an uninterrupted one."""
-        if self.seed is not None:
-            torch.manual_seed(int(self.seed) * 100_003 + int(self.current_epoch))
+    def _noise(self, batch) -> torch.Generator | None:
+        """A generator keyed by (seed, epoch, the batch's first example).
+
+        The sampling noise of a batch then depends on nothing else: a resumed run
+        repeats an uninterrupted one, and data-parallel workers draw what a single
+        process would draw for the same batches.
+        """
+        if self.seed is None or TENSORS.INDEX not in batch:
+            return None
+        first = int(batch[TENSORS.INDEX][0])
+        key = (int(self.seed) * 1_000_003 + int(self.current_epoch)) * 10_000_019 + first
+        device = batch[TENSORS.X_CONTROL].device
+        return torch.Generator(device=device).manual_seed(key % (2**63 - 1))
 
     def current_schedule(self) -> tuple[float, float, float]:
         """``(alpha, beta, tau)`` of the current epoch."""
@@ -72,6 +83,7 @@ class SENATrainingPlan(TrainingPlan):
         alpha, beta, tau = self.current_schedule()
         _, _, out = self.module(
             batch,
+            inference_kwargs={"generator": self._noise(batch)},
             generative_kwargs={"temperature": tau},
             loss_kwargs={"alpha": alpha, "beta": beta},
         )
