@@ -90,13 +90,13 @@ def markdown(summary: pd.DataFrame, methods: list[str], fold: str, metrics) -> s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--norman", default=None, help="Path to a Norman 2019 .h5ad file.")
-    parser.add_argument("--n-cells", type=int, default=20_000)
+    parser.add_argument("--n-cells", type=int, default=16_000)
     parser.add_argument("--n-genes", type=int, default=5_000)
     parser.add_argument("--n-targets", type=int, default=105)
     parser.add_argument("--n-doubles", type=int, default=130)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-cells", type=int, default=200, help="Cells per perturbation.")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -107,7 +107,7 @@ def main() -> None:
     command = "python benchmarks/report.py " + " ".join(sys.argv[1:])
     t_start = time.perf_counter()
 
-    results, seeds, timings = [], [], {}
+    results, seeds, timings, de_cache = [], [], {}, {}
     baselines_done = set()
     for seed in args.seeds:
         for name in args.configs:
@@ -132,6 +132,7 @@ def main() -> None:
                 baselines=("control", "additive") if with_baselines else (),
                 max_cells=args.max_cells,
                 seed=seed,
+                de_cache=de_cache,
             )
             baselines_done.add(seed)
             results.append(res)

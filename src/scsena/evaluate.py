@@ -83,6 +83,7 @@ def evaluate_model(
     temperature: float = 1000.0,
     activation_test: bool = True,
     seed: int = 0,
+    de_cache: dict | None = None,
 ) -> EvaluationResult:
     """Evaluate a trained :class:`~scsena.SENAVAE` and baselines on the same cells.
 
@@ -109,6 +110,9 @@ def evaluate_model(
         Add recall@25, recall@100 and z-diff (fold ``train``: single perturbations).
     seed
         Seed of the control draws and of the predictions.
+    de_cache
+        A dict reused across calls on the same data: DE genes depend on the data only,
+        so evaluating several models computes them once.
 
     Returns
     -------
@@ -141,7 +145,13 @@ def evaluate_model(
             start = rng.choice(control_idx, size=n, replace=n > len(control_idx))
             de = None
             if n_de_genes:
-                de = _top_de(adata, de_labels, pert, n_de_genes)
+                key = (pert, n_de_genes)
+                if de_cache is not None and key in de_cache:
+                    de = de_cache[key]
+                else:
+                    de = _top_de(adata, de_labels, pert, n_de_genes)
+                    if de_cache is not None:
+                        de_cache[key] = de
             preds = {
                 name: model.predict_perturbation(
                     pert,
