@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import datasets, gene_sets, metrics
+from . import datasets, gene_sets, metrics, pl
 from .model import SENAVAE
 
 try:
@@ -10,4 +10,4 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["SENAVAE", "datasets", "gene_sets", "metrics", "__version__"]
+__all__ = ["SENAVAE", "datasets", "gene_sets", "metrics", "pl", "__version__"]

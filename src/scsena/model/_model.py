@@ -445,6 +445,21 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             rows = _rows(matrix, indices[start : start + batch_size])
             yield torch.as_tensor(rows, dtype=self._dtype, device=self.device)
 
+    def _encode(
+        self, adata: ad.AnnData, indices: np.ndarray, batch_size: int, sample: bool, seed: int
+    ) -> torch.Tensor:
+        """Latent ``z`` of the given cells: the posterior mean, or a seeded sample."""
+        gen = torch.Generator().manual_seed(seed)
+        self.module.eval()
+        out = []
+        for x in self._iter_rows(adata, indices, batch_size):
+            _, mu, var = self.module.encode(x)
+            if sample:
+                eps = torch.randn(mu.shape, generator=gen, dtype=mu.dtype).to(mu.device)
+                mu = mu + var.sqrt() * eps
+            out.append(mu)
+        return torch.cat(out)
+
     # ---------------------------------------------------------------- train
     def train(
         self,
@@ -782,16 +797,9 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         """
         adata = self._validate_anndata(adata)
         idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
-        gen = torch.Generator().manual_seed(seed)
-        out = []
-        self.module.eval()
-        for x in self._iter_rows(adata, idx, batch_size):
-            _, mu, var = self.module.encode(x)
-            if not give_mean:
-                eps = torch.randn(mu.shape, generator=gen, dtype=mu.dtype).to(mu.device)
-                mu = mu + var.sqrt() * eps
-            out.append(mu.cpu().numpy())
-        return np.concatenate(out, axis=0) if out else np.zeros((0, self.n_latent))
+        if len(idx) == 0:
+            return np.zeros((0, self.n_latent))
+        return self._encode(adata, idx, batch_size, sample=not give_mean, seed=seed).cpu().numpy()
 
     @torch.inference_mode()
     def predict_perturbation(
@@ -851,16 +859,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         else:
             start = np.asarray(control_indices, dtype=np.int64)
             n_cells = len(start)
-        gen = torch.Generator().manual_seed(seed)
-        self.module.eval()
-        zs = []
-        for x in self._iter_rows(adata, start, batch_size):
-            _, mu, var = self.module.encode(x)
-            if not use_mean:
-                eps = torch.randn(mu.shape, generator=gen, dtype=mu.dtype).to(mu.device)
-                mu = mu + var.sqrt() * eps
-            zs.append(mu)
-        z = torch.cat(zs)
+        z = self._encode(adata, start, batch_size, sample=not use_mean, seed=seed)
         blocks = []
         for code in codes:
             c = torch.as_tensor(code, device=self.device).expand(n_cells, -1)
