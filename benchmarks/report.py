@@ -100,10 +100,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-cells", type=int, default=200, help="Cells per perturbation.")
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
     parser.add_argument("--out", default="docs/results.md")
     parser.add_argument("--tsv", default=None, help="Tidy results (default: next to --out).")
     args = parser.parse_args()
     _quiet()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     command = "python benchmarks/report.py " + " ".join(sys.argv[1:])
     t_start = time.perf_counter()
 
