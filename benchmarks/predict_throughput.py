@@ -13,7 +13,7 @@ of the process during the call. Also prints the size of the training fold, from
 which the duration of a full training run can be extrapolated.
 
 Run: python benchmarks/predict_throughput.py [--n-cells 100000] [--n-pred 100000]
-     [--batch-size 1024] [--repeats 2] [--threads N]
+     [--batch-size 1024] [--repeats 1] [--device cpu|cuda] [--threads N]
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ def timed(name: str, fn, n_cells: int, repeats: int) -> None:
     base = rss_mib()
     for _ in range(repeats):
         reset = reset_peak_rss()
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
         out = fn()
         times.append(time.perf_counter() - t)
@@ -93,6 +95,8 @@ def timed(name: str, fn, n_cells: int, repeats: int) -> None:
         del out
     med = float(np.median(times))
     mem = f", peak RSS {max(peaks):.0f} MiB (before: {base:.0f} MiB)" if peaks else ""
+    if torch.cuda.is_available() and torch.cuda.max_memory_allocated() > 0:
+        mem += f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
     print(
         f"{name}: {n_cells:,} cells in {med:.1f} s = {n_cells / med:,.0f} cells/s "
         f"(median of {repeats}: {', '.join(f'{s:.1f}' for s in times)} s){mem}"
@@ -108,6 +112,7 @@ def main() -> None:
     parser.add_argument("--n-pred", type=int, default=100_000, help="cells per prediction")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -116,7 +121,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}"
     )
     t_all = time.perf_counter()
     t = time.perf_counter()
@@ -135,6 +140,11 @@ def main() -> None:
     scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids", gene_sets="go_bp_sena")
     model = scsena.SENAVAE(adata, seed=args.seed)
     print(f"setup_anndata + SENAVAE(): {time.perf_counter() - t:.1f} s")
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device is available")
+        model.to_device("cuda")
+        print(f"model on {torch.cuda.get_device_name(0)}")
     print(model._model_summary_string)
 
     fold = adata.obs["scsena_fold"].astype(str)

@@ -31,6 +31,7 @@ import time
 from itertools import cycle
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -398,35 +399,40 @@ def bench_steps(args, module, ref_template, ds, ref_ds, device) -> None:
 
 
 # ----------------------------------------------------------------------------- epochs
-class EpochTimer:
-    """Lightning callback recording the wall time of each training epoch."""
+class EpochTimer(pl.Callback):
+    """Lightning callback recording the wall time and batch count of each training epoch."""
 
-    def __new__(cls):
-        import lightning.pytorch as pl
+    def __init__(self):
+        self.times: list[float] = []
+        self.batches: list[int] = []
+        self._t = 0.0
+        self._n = 0
 
-        class _Timer(pl.Callback):
-            def __init__(self):
-                self.times: list[float] = []
-                self.batches: list[int] = []
-                self._t = 0.0
-                self._n = 0
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._t = time.perf_counter()
+        self._n = 0
 
-            def on_train_epoch_start(self, trainer, pl_module):
-                self._t = time.perf_counter()
-                self._n = 0
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self._n += 1
 
-            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-                self._n += 1
-
-            def on_train_epoch_end(self, trainer, pl_module):
-                self.times.append(time.perf_counter() - self._t)
-                self.batches.append(self._n)
-
-        return _Timer()
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.times.append(time.perf_counter() - self._t)
+        self.batches.append(self._n)
 
 
 def bench_epochs(args, adata, device) -> None:
     print(f"\n== SENAVAE.train(max_epochs={args.epochs}, batch_size={args.epoch_batch_size}) ==")
+    n_cells = args.epoch_n_cells or args.n_cells
+    if n_cells != adata.n_obs:
+        adata = scsena.datasets.simulate_perturbseq(
+            n_cells=n_cells,
+            n_genes=args.n_genes,
+            n_targets=args.n_targets,
+            n_doubles=args.n_doubles,
+            seed=args.seed,
+        )
+        scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids", gene_sets="go_bp_sena")
+    print(f"data: {adata.n_obs} cells x {adata.n_vars} genes (same simulator settings)")
     model = scsena.SENAVAE(adata, seed=args.seed)
     timer = EpochTimer()
     reset = reset_peak_rss()
@@ -442,7 +448,7 @@ def bench_epochs(args, adata, device) -> None:
         enable_progress_bar=False,
     )
     total = time.perf_counter() - t
-    n_cells = timer.batches[-1] * args.epoch_batch_size
+    cells_per_epoch = timer.batches[-1] * args.epoch_batch_size
     for e, (s, nb) in enumerate(zip(timer.times, timer.batches)):
         print(
             f"epoch {e}: {s:.1f} s, {nb} batches, {nb * args.epoch_batch_size} cells, "
@@ -451,8 +457,15 @@ def bench_epochs(args, adata, device) -> None:
     med = float(np.median(timer.times))
     print(
         f"train() total {total:.1f} s for {args.epochs} epochs; median epoch {med:.1f} s "
-        f"= {n_cells / med:.1f} cells/s ({1e3 * med / timer.batches[-1]:.1f} ms/batch, "
+        f"= {cells_per_epoch / med:.1f} cells/s ({1e3 * med / timer.batches[-1]:.1f} ms/batch, "
         f"data loading and Lightning included)"
+    )
+    per_batch = med / timer.batches[-1]
+    full_s = args.full_epochs * args.full_batches * per_batch
+    print(
+        f"extrapolated full training: {args.full_epochs} epochs x {args.full_batches} batches "
+        f"x {1e3 * per_batch:.1f} ms/batch (median of the {len(timer.times)} measured epochs) "
+        f"= {full_s / 3600:.1f} h"
     )
     mem = f"peak RSS during train(): {peak_rss_mib():.0f} MiB" if reset else ""
     if device.type == "cuda":
@@ -485,6 +498,23 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, default=2, help="epochs of SENAVAE.train; 0 skips")
     parser.add_argument("--epoch-batch-size", type=int, default=32)
+    parser.add_argument(
+        "--epoch-n-cells",
+        type=int,
+        default=10_000,
+        help="cells of the data trained on by SENAVAE.train (0: same as --n-cells); the "
+        "time per batch does not depend on it, the number of batches per epoch does",
+    )
+    parser.add_argument(
+        "--full-epochs", type=int, default=100, help="epochs of the extrapolated full training"
+    )
+    parser.add_argument(
+        "--full-batches",
+        type=int,
+        default=1135,
+        help="batches per epoch of the extrapolated full training (1135: batches of 32 on "
+        "the 100,000-cell simulation, as printed by predict_throughput.py)",
+    )
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)

@@ -77,7 +77,8 @@ def warn_constant_genes(matrix, n_rows_max: int = 200_000) -> None:
     for start in range(0, n_rows, _CHUNK):
         block = matrix[start : min(start + _CHUNK, n_rows)]
         if sp.issparse(block):
-            nonzero[np.unique(block.tocoo().col)] = True
+            block = block.tocsr()
+            nonzero[block.indices[block.data != 0]] = True
         else:
             nonzero |= (np.asarray(block) != 0).any(axis=0)
     n_zero = int((~nonzero).sum())

@@ -860,16 +860,16 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             start = np.asarray(control_indices, dtype=np.int64)
             n_cells = len(start)
         z = self._encode(adata, start, batch_size, sample=not use_mean, seed=seed)
-        blocks = []
-        for code in codes:
+        # one preallocated output: no per-batch lists, concatenation or cast copies
+        X = np.empty((len(codes) * n_cells, adata.n_vars), dtype=np.float32)
+        for i, code in enumerate(codes):
             c = torch.as_tensor(code, device=self.device).expand(n_cells, -1)
-            out = []
             for s in range(0, n_cells, batch_size):
                 z_int, _ = self.module.intervene(
                     z[s : s + batch_size], c[s : s + batch_size], temperature
                 )
-                out.append(self.module.decode(self.module.causal(z_int)).cpu().numpy())
-            blocks.append(np.concatenate(out))
+                rows = slice(i * n_cells + s, i * n_cells + min(s + batch_size, n_cells))
+                X[rows] = self.module.decode(self.module.causal(z_int)).cpu().numpy()
         canon = [lab.strip() for lab in labels]
         obs = pd.DataFrame(
             {
@@ -881,7 +881,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         )
         obs.index = [f"pred-{i}" for i in range(len(obs))]
         pred = ad.AnnData(
-            X=np.concatenate(blocks).astype(np.float32),
+            X=X,
             obs=obs,
             var=pd.DataFrame(index=adata.var_names.copy()),
         )
