@@ -21,8 +21,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,54 +31,8 @@ import torch
 import scsena
 from scsena.train import make_loader
 
-
-def _status_kib(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the process's peak RSS (Linux ``clear_refs``); False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-_MAX_PEAK_MIB = 0.0
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory (MiB) since the last :func:`reset_peak_rss`.
-
-    ``VmHWM`` of ``/proc/self/status`` where available, else ``getrusage``'s ``ru_maxrss``
-    (which the reset also lowers on Linux).
-    """
-    global _MAX_PEAK_MIB
-    hwm = _status_kib("VmHWM")
-    peak = (
-        hwm / 1024 if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
-    _MAX_PEAK_MIB = max(_MAX_PEAK_MIB, peak)
-    return peak
-
-
-def max_peak_rss_mib() -> float:
-    """Largest peak RSS seen over the run (the per-phase resets hide it from getrusage)."""
-    return max(_MAX_PEAK_MIB, peak_rss_mib())
-
-
-def rss_mib() -> float:
-    cur = _status_kib("VmRSS")
-    return float("nan") if cur is None else cur / 1024
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _memory import max_peak_rss_mib, peak_rss_mib, reset_peak_rss, rss_mib  # noqa: E402
 
 
 def timed(name: str, fn, n_cells: int, repeats: int) -> None:

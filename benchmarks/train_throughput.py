@@ -25,7 +25,6 @@ import argparse
 import copy
 import os
 import platform
-import resource
 import sys
 import time
 from itertools import cycle
@@ -41,6 +40,7 @@ from scsena.module import SENAModule
 from scsena.train import PerturbationPureBatchSampler, make_loader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _memory import max_peak_rss_mib, peak_rss_mib, reset_peak_rss, rss_mib  # noqa: E402
 from _reference import (  # noqa: E402
     ReferenceDataset,
     ReferenceSENA,
@@ -51,55 +51,6 @@ from _reference import (  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- memory
-def _status_kib(field: str) -> float | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return float(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def reset_peak_rss() -> bool:
-    """Reset the process's peak RSS (Linux ``clear_refs``); False where unsupported."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
-_MAX_PEAK_MIB = 0.0
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory (MiB) since the last :func:`reset_peak_rss`.
-
-    ``VmHWM`` of ``/proc/self/status`` where available, else ``getrusage``'s ``ru_maxrss``
-    (which the reset also lowers on Linux).
-    """
-    global _MAX_PEAK_MIB
-    hwm = _status_kib("VmHWM")
-    peak = (
-        hwm / 1024 if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
-    _MAX_PEAK_MIB = max(_MAX_PEAK_MIB, peak)
-    return peak
-
-
-def max_peak_rss_mib() -> float:
-    """Largest peak RSS seen over the run (the per-phase resets hide it from getrusage)."""
-    return max(_MAX_PEAK_MIB, peak_rss_mib())
-
-
-def rss_mib() -> float:
-    cur = _status_kib("VmRSS")
-    return float("nan") if cur is None else cur / 1024
-
-
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -32,6 +32,7 @@ from matplotlib.transforms import offset_copy
 from scsena import gene_sets as gs
 from scsena._constants import REGISTRY_KEYS
 from scsena.metrics import affected_terms
+from scsena.model._model import _rna_modality
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -69,14 +70,7 @@ def _finish(fig: Figure, save: str | Path | None, show: bool) -> None:
 
 def _rna(model: SENAVAE, adata) -> ad.AnnData:
     """The AnnData the model reads (the RNA modality of a registered MuData)."""
-    data = model.adata if adata is None else adata
-    mod = getattr(data, "mod", None)
-    if mod is None:
-        return data
-    name = data.uns.get("scsena_rna_mod")
-    if name is None:
-        raise ValueError("Register the MuData with `SENAVAE.setup_mudata(mdata, ...)` first.")
-    return mod[name]
+    return _rna_modality(model.adata if adata is None else adata)
 
 
 def _labels(model: SENAVAE, adata: ad.AnnData) -> np.ndarray:
