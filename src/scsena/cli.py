@@ -15,6 +15,7 @@ def _quiet() -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
