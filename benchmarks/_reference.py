@@ -171,7 +171,7 @@ def load_from_scsena(ref: ReferenceSENA, module) -> None:
     def put(dst, src):
         dst.copy_(src.detach().to(DTYPE))
 
-    put(ref.fc1.weight, module.fc1.weight)
+    put(ref.fc1.weight, module.fc1.effective_weight())
     put(ref.fc1.bias, module.fc1.bias)
     for name in ("fc_mean", "fc_var", "d1", "d2"):
         put(getattr(ref, name).weight, getattr(module, name).weight)

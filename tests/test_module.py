@@ -23,22 +23,81 @@ def test_masked_layer_zeroes_non_members_at_lambda_zero():
     torch.manual_seed(0)
     layer = MaskedLinear(member, lambda_=0.0)
     dense = torch.as_tensor(member.toarray().T)
+    assert layer.weight.shape == (int(member.nnz),)  # only member pairs are stored
     w = layer.effective_weight().detach()
     assert torch.all(w[dense == 0] == 0)
     assert torch.all(w[dense == 1] != 0)
     x = torch.randn(4, 12)
     out = layer(x)
-    torch.testing.assert_close(out, x @ (layer.weight * dense).T + layer.bias)
+    torch.testing.assert_close(out, x @ w.T + layer.bias)
     # gene 1 is in no set: changing it cannot change any activity
     x2 = x.clone()
     x2[:, 1] += 10.0
     torch.testing.assert_close(layer(x2), out)
-    # gradients of non-members are zero, and an Adam step keeps them at zero
-    opt = torch.optim.Adam(layer.parameters(), lr=0.1)
-    layer(x).square().sum().backward()
-    assert torch.all(layer.weight.grad[dense == 0] == 0)
-    opt.step()
-    assert torch.all(layer.weight.detach()[dense == 0] == 0)
+
+
+def test_member_only_layer_matches_reference_form():
+    """Output and gradients equal the reference ``x (W * M)^T`` with a dense W."""
+    member = sp.random(60, 25, density=0.1, random_state=3, format="csr")
+    member.data[:] = 1
+    torch.manual_seed(1)
+    layer = MaskedLinear(member, lambda_=0.0).double()
+    mask = torch.as_tensor(member.toarray().T, dtype=torch.float64)
+    w_full = layer.effective_weight().detach().clone().requires_grad_(True)
+    x = torch.randn(7, 60, dtype=torch.float64)
+    target = torch.randn(7, 25, dtype=torch.float64)
+    ref = x @ (w_full * mask).T + layer.bias.detach()
+    (ref - target).square().sum().backward()
+    out = layer(x)
+    (out - target).square().sum().backward()
+    torch.testing.assert_close(out, ref)
+    rows, cols = layer.term_index, layer.gene_index
+    torch.testing.assert_close(layer.weight.grad, w_full.grad[rows, cols])
+    # the reference's non-member weights get exactly zero gradient: nothing is lost
+    assert torch.all(w_full.grad[mask == 0] == 0)
+
+
+def test_member_only_layer_chunks_large_batches_exactly():
+    member = _membership()
+    torch.manual_seed(0)
+    layer = MaskedLinear(member, lambda_=0.0).double()
+    x = torch.randn(50, 12, dtype=torch.float64)
+    whole = layer(x)
+    layer.max_gather_elements = 3 * layer.n_members  # 3 rows per chunk
+    torch.testing.assert_close(layer(x), whole)
+
+
+def test_masked_layer_same_seed_same_weights_whatever_the_storage():
+    member = _membership()
+    torch.manual_seed(5)
+    sparse_layer = MaskedLinear(member, lambda_=0.0)
+    torch.manual_seed(5)
+    dense_layer = MaskedLinear(member, lambda_=0.5)
+    mask = torch.as_tensor(member.toarray().T != 0)
+    torch.testing.assert_close(
+        sparse_layer.effective_weight(), torch.where(mask, dense_layer.weight, 0.0)
+    )
+    torch.testing.assert_close(sparse_layer.bias, dense_layer.bias)
+
+
+def test_masked_layer_loads_a_dense_weight_state_dict():
+    """State dicts with a dense ``(T, G)`` weight and ``member`` buffer still load."""
+    member = _membership()
+    torch.manual_seed(0)
+    layer = MaskedLinear(member, lambda_=0.0)
+    mask = torch.as_tensor(member.toarray().T != 0)
+    old = {
+        "weight": layer.effective_weight().detach() + 0.5 * mask,
+        "bias": layer.bias.detach() + 1.0,
+        "member": mask,
+    }
+    fresh = MaskedLinear(member, lambda_=0.0)
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh.effective_weight(), old["weight"] * mask)
+    torch.testing.assert_close(fresh.bias, old["bias"])
+    other = old | {"member": ~mask}
+    with pytest.raises(RuntimeError, match="mask differs"):
+        MaskedLinear(member, lambda_=0.0).load_state_dict(other)
 
 
 def test_masked_layer_leaks_exactly_lambda():
@@ -48,6 +107,7 @@ def test_masked_layer_leaks_exactly_lambda():
     dense = torch.as_tensor(member.toarray().T)
     mask = torch.where(dense == 1, torch.ones_like(dense), torch.full_like(dense, 0.25))
     x = torch.randn(3, 12)
+    torch.testing.assert_close(layer.effective_weight(), layer.weight * mask)
     torch.testing.assert_close(layer(x), x @ (layer.weight * mask).T + layer.bias)
     # gene 1 (no set): a unit change moves each activity by exactly 0.25 * W[:, 1]
     x2 = x.clone()
@@ -64,6 +124,7 @@ def test_masked_layer_init_matches_linear():
     torch.manual_seed(0)
     n_genes = 400
     layer = MaskedLinear(np.ones((n_genes, 30)), 0.0)
+    assert layer.n_members == n_genes * 30
     bound = 1 / np.sqrt(n_genes)
     assert layer.weight.abs().max() <= bound + 1e-6
     assert layer.bias.abs().max() <= bound + 1e-6
