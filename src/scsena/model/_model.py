@@ -37,7 +37,6 @@ from scsena._validation import check_expression, warn_constant_genes
 from scsena.metrics import activation_scores, affected_terms, interpretability_metrics
 from scsena.module import SENAModule, dag_l1, kl_divergence, mmd
 from scsena.train import (
-    BestEpochCallback,
     PairedPerturbationDataset,
     PerturbationDataModule,
     SENATrainingPlan,
@@ -548,6 +547,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             tau_max=tau_max,
             lr=lr,
             seed=seed,
+            select_best_epoch=select_best_epoch,
             **(plan_kwargs or {}),
         )
         callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
@@ -572,10 +572,6 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             trainer_kwargs["logger"] = mlflow_logger()
         elif log_to is not None:
             raise ValueError(f"log_to must be 'mlflow' or None, got {log_to!r}.")
-        best = None
-        if select_best_epoch:
-            best = BestEpochCallback()
-            callbacks.append(best)
         if grad_clip is not None:
             trainer_kwargs.setdefault("gradient_clip_val", grad_clip)
             trainer_kwargs.setdefault("gradient_clip_algorithm", "value")
@@ -596,7 +592,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         )
         self.module.train()
         result = runner()
-        self.best_epoch_ = None if best is None else best.best_epoch
+        self.best_epoch_ = plan.best_epoch if select_best_epoch else None
         self.module.eval()
         return result
 

@@ -6,10 +6,9 @@ from ._data import (
     make_loader,
 )
 from ._schedules import Schedules
-from ._training_plan import BestEpochCallback, SENATrainingPlan
+from ._training_plan import SENATrainingPlan
 
 __all__ = [
-    "BestEpochCallback",
     "PairedPerturbationDataset",
     "PerturbationDataModule",
     "PerturbationPureBatchSampler",
