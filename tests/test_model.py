@@ -132,6 +132,36 @@ def test_seeded_training_is_reproducible(sim_adata):
     assert not torch.equal(m3.module.fc_mean.weight, params[0]["fc_mean.weight"])
 
 
+def test_device_resident_batches_equal_host_batches(sim_adata):
+    """Gathering batches from a resident dense copy changes nothing in training."""
+    small = sim_adata[sim_adata.obs["perturbation_type"] != "double"].copy()
+    scsena.SENAVAE.setup_anndata(small, perturbation_key="guide_ids")
+    m = scsena.SENAVAE(small, seed=3)
+    host = m._fold_dataset(small, ["train"], 3)
+    resident = m._fold_dataset(small, ["train"], 3).to_device("cpu")
+    assert host.device is None and resident.device == torch.device("cpu")
+    assert (
+        resident.device_bytes()
+        == len(np.unique(np.concatenate([host.perturbed, host.partners]))) * small.n_vars * 4
+    )
+    idx = np.array([5, 0, 17, 5, 40])
+    a, b = host[idx], resident[idx]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    kw = dict(TRAIN_KW, max_epochs=2)
+    params = []
+    for on_device in (False, True):
+        m = scsena.SENAVAE(small, seed=3)
+        m.train(data_on_device=on_device, **kw)
+        params.append(m.module.state_dict())
+    for k in params[0]:
+        torch.testing.assert_close(params[0][k], params[1][k], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="num_workers=0"):
+        m.train(data_on_device=True, num_workers=1, **kw)
+    with pytest.raises(ValueError, match="data_on_device"):
+        m.train(data_on_device="gpu", **kw)
+
+
 def test_original_encoder_and_float64(sim_adata):
     scsena.SENAVAE.setup_anndata(sim_adata, perturbation_key="guide_ids")
     m = scsena.SENAVAE(sim_adata, encoder="original", dtype="float64", sena_lambda=0.0)

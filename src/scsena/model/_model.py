@@ -475,6 +475,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         devices: int | list[int] | str = "auto",
         seed: int | None = None,
         num_workers: int = 0,
+        data_on_device: bool | Literal["auto"] = "auto",
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 1,
         ckpt_path: str | Path | None = None,
@@ -509,6 +510,12 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             to the model's seed).
         num_workers
             Data-loading worker processes.
+        data_on_device
+            Keep the expression rows of the training cells on the training device and
+            gather batches there (no expression data crosses from the host per step).
+            ``"auto"``: on a CUDA GPU when the cells fit in half of its free memory as
+            a dense matrix (in-memory data, ``num_workers=0``); ``True`` forces it,
+            ``False`` reads every batch on the host.
         checkpoint_dir
             Write a Lightning checkpoint every ``checkpoint_every`` epochs there
             (``epoch=N.ckpt`` and ``last.ckpt``).
@@ -538,6 +545,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             seed=seed,
             val_dataset=val_ds,
             num_workers=num_workers,
+            data_on_device=data_on_device,
         )
         plan = self._training_plan_cls(
             self.module,

@@ -14,7 +14,7 @@ from torch import nn
 from scsena._constants import TENSORS
 
 from ._layers import CausalLayer, InterventionEncoder, MaskedLinear, init_linear_reference
-from ._losses import dag_l1, kl_divergence, mmd
+from ._losses import dag_l1, kl_divergence, mmd, mmd_bandwidths
 
 
 class SENAModule(BaseModuleClass):
@@ -83,6 +83,10 @@ class SENAModule(BaseModuleClass):
         self.fc_var = nn.Linear(n_terms, n_latent)
         self.intervention = InterventionEncoder(n_targets, n_latent, n_hidden)
         self.causal = CausalLayer(n_latent)
+        # not saved: derived from mmd_sigma; a buffer so it follows the module's device
+        self.register_buffer(
+            "mmd_bandwidths", torch.tensor(mmd_bandwidths(mmd_sigma)), persistent=False
+        )
         self.d1 = nn.Linear(n_latent, n_hidden)
         self.d2 = nn.Linear(n_hidden, n_genes)
         # as the reference: the dense encoder/decoder linears N(0, 0.02), bias 0; the
@@ -164,7 +168,7 @@ class SENAModule(BaseModuleClass):
         """Loss ``alpha * MMD(y_hat, y) + MSE(x_hat, x) + beta * KL + lambda_G * L1``."""
         x = tensors[TENSORS.X_CONTROL]
         y = tensors[TENSORS.Y]
-        term_mmd = mmd(generative_outputs["y_hat"], y, sigma=self.mmd_sigma)
+        term_mmd = mmd(generative_outputs["y_hat"], y, bandwidths=self.mmd_bandwidths)
         term_mse = F.mse_loss(generative_outputs["x_hat"], x)
         term_kl = kl_divergence(
             inference_outputs["mu"], inference_outputs["var"], self.kl_reference_scaling

@@ -12,6 +12,7 @@ matrix, never cell by cell.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import lightning.pytorch as pl
 import numpy as np
@@ -127,6 +128,33 @@ def _rows(matrix, index: np.ndarray) -> np.ndarray:
     return block[inverse]
 
 
+def _dense_rows_on(matrix, rows: np.ndarray, device, dtype, chunk: int = 16384) -> torch.Tensor:
+    """``matrix[rows]`` as a dense tensor on ``device``, built chunk by chunk.
+
+    Sparse chunks travel as CSR and are densified on the device, so the host never
+    holds more than one chunk densely.
+    """
+    n_genes = matrix.shape[1]
+    out = torch.empty(len(rows), n_genes, dtype=dtype, device=device)
+    for start in range(0, len(rows), chunk):
+        idx = rows[start : start + chunk]
+        block = matrix[idx] if sp.issparse(matrix) else None
+        if block is not None:
+            block = sp.csr_matrix(block)
+            part = torch.sparse_csr_tensor(
+                torch.as_tensor(block.indptr, dtype=torch.int64),
+                torch.as_tensor(block.indices, dtype=torch.int64),
+                torch.as_tensor(block.data, dtype=dtype),
+                size=block.shape,
+            )
+            out[start : start + len(idx)] = part.to(device).to_dense()
+        else:
+            out[start : start + len(idx)] = torch.as_tensor(_rows(matrix, idx), dtype=dtype).to(
+                device
+            )
+    return out
+
+
 class PairedPerturbationDataset(Dataset):
     """Examples ``(x, y, codes)`` addressed by arrays of example indices.
 
@@ -159,19 +187,62 @@ class PairedPerturbationDataset(Dataset):
         self.partners = np.asarray(partners, dtype=np.int64)
         self.codes = torch.as_tensor(np.asarray(codes, dtype=np.int64))
         self.dtype = dtype
+        self._on_device: dict[str, torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.perturbed)
 
+    # -- device-resident copy -------------------------------------------------
+    def _used_rows(self) -> np.ndarray:
+        return np.unique(np.concatenate([self.perturbed, self.partners]))
+
+    def device_bytes(self) -> int:
+        """Bytes a dense device-resident copy of the cells it uses would take."""
+        itemsize = torch.empty((), dtype=self.dtype).element_size()
+        return len(self._used_rows()) * self.matrix.shape[1] * itemsize
+
+    @property
+    def device(self) -> torch.device | None:
+        """Device holding the expression rows, or ``None`` when they are read from the host."""
+        return None if self._on_device is None else self._on_device["rows"].device
+
+    def to_device(self, device: torch.device | str) -> PairedPerturbationDataset:
+        """Hold the cells it uses as a dense tensor on ``device``.
+
+        A batch is then gathered on the device: only the batch's example indices
+        travel from the host each step. Returns ``self``.
+        """
+        device = torch.device(device)
+        rows = self._used_rows()
+        position = np.full(int(rows[-1]) + 1 if len(rows) else 0, -1, dtype=np.int64)
+        position[rows] = np.arange(len(rows))
+        self._on_device = {
+            "rows": _dense_rows_on(self.matrix, rows, device, self.dtype),
+            "perturbed": torch.as_tensor(position[self.perturbed], device=device),
+            "partners": torch.as_tensor(position[self.partners], device=device),
+            "codes": self.codes.to(device),
+        }
+        return self
+
     def __getitem__(self, index) -> dict[str, torch.Tensor]:
         index = np.atleast_1d(np.asarray(index, dtype=np.int64))
+        host_index = torch.as_tensor(index)
+        if self._on_device is not None:
+            d = self._on_device
+            i = host_index.to(d["rows"].device, non_blocking=True)
+            return {
+                TENSORS.X_CONTROL: d["rows"][d["partners"][i]],
+                TENSORS.Y: d["rows"][d["perturbed"][i]],
+                TENSORS.CODES: d["codes"][i],
+                TENSORS.INDEX: host_index,
+            }
         x = _rows(self.matrix, self.partners[index])
         y = _rows(self.matrix, self.perturbed[index])
         return {
             TENSORS.X_CONTROL: torch.as_tensor(x, dtype=self.dtype),
             TENSORS.Y: torch.as_tensor(y, dtype=self.dtype),
-            TENSORS.CODES: self.codes[torch.as_tensor(index)],
-            TENSORS.INDEX: torch.as_tensor(index),
+            TENSORS.CODES: self.codes[host_index],
+            TENSORS.INDEX: host_index,
         }
 
 
@@ -228,6 +299,12 @@ class PerturbationDataModule(pl.LightningDataModule):
         Optional validation examples (e.g. the held-out test fold).
     num_workers
         Data-loading worker processes.
+    data_on_device
+        Hold the expression rows the batches use on the training device, so batches
+        are gathered there and no expression data crosses from the host each step.
+        ``"auto"``: on a CUDA device, for in-memory data that takes at most half of
+        its free memory as a dense float matrix, with ``num_workers=0``. ``True``
+        forces it (any device), ``False`` always reads batches on the host.
     """
 
     def __init__(
@@ -237,15 +314,43 @@ class PerturbationDataModule(pl.LightningDataModule):
         seed: int = 0,
         val_dataset: PairedPerturbationDataset | None = None,
         num_workers: int = 0,
+        data_on_device: bool | Literal["auto"] = "auto",
     ):
         super().__init__()
+        if data_on_device not in (True, False, "auto"):
+            raise ValueError(
+                f"data_on_device must be True, False or 'auto', got {data_on_device!r}."
+            )
+        if data_on_device is True and num_workers > 0:
+            raise ValueError(
+                "data_on_device=True gathers batches on the device in the main process; "
+                "set num_workers=0."
+            )
         self.train_dataset = train_dataset
         self.val_dataset = val_dataset
         self.batch_size = batch_size
         self.seed = seed
         self.num_workers = num_workers
+        self.data_on_device = data_on_device
         self.n_train = len(train_dataset)
         self.n_val = 0 if val_dataset is None else len(val_dataset)
+
+    def _place(self, dataset: PairedPerturbationDataset) -> PairedPerturbationDataset:
+        """Move ``dataset``'s rows to the training device when asked to (see class doc)."""
+        trainer = getattr(self, "trainer", None)
+        if self.data_on_device is False or trainer is None:
+            return dataset
+        device = trainer.strategy.root_device
+        if dataset.device == device:
+            return dataset
+        if self.data_on_device == "auto":
+            in_memory = sp.issparse(dataset.matrix) or isinstance(dataset.matrix, np.ndarray)
+            if device.type != "cuda" or self.num_workers > 0 or not in_memory:
+                return dataset
+            free, _ = torch.cuda.mem_get_info(device)
+            if dataset.device_bytes() > free // 2:
+                return dataset
+        return dataset.to_device(device)
 
     def _replicas(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
@@ -256,8 +361,9 @@ class PerturbationDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled perturbation-pure batches, incomplete chunks dropped."""
         n, r = self._replicas()
+        dataset = self._place(self.train_dataset)
         loader = make_loader(
-            self.train_dataset, self.batch_size, True, True, self.seed, self.num_workers, n, r
+            dataset, self.batch_size, True, True, self.seed, self.num_workers, n, r
         )
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
@@ -276,6 +382,7 @@ class PerturbationDataModule(pl.LightningDataModule):
         if self.val_dataset is None or len(self.val_dataset) == 0:
             return []
         n, r = self._replicas()
+        dataset = self._place(self.val_dataset)
         return make_loader(
-            self.val_dataset, self.batch_size, False, False, self.seed, self.num_workers, n, r
+            dataset, self.batch_size, False, False, self.seed, self.num_workers, n, r
         )

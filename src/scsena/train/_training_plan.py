@@ -78,6 +78,24 @@ class SENATrainingPlan(TrainingPlan):
         self._best_state: dict | None = None
         self._sums: dict[str, torch.Tensor] = {}
 
+    def _optimizer_creator_fn(self, optimizer_cls):
+        """Adam / AdamW with the plan's settings, as one multi-tensor update per step.
+
+        A fused kernel on CUDA, the multi-tensor (``foreach``) form on other devices:
+        the same update as the per-parameter loop, with a handful of kernel launches
+        instead of several per parameter tensor.
+        """
+
+        def create(params):
+            params = list(params)
+            fast = {"fused": True} if params and all(p.is_cuda for p in params) else {}
+            fast = fast or {"foreach": True}
+            return optimizer_cls(
+                params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, **fast
+            )
+
+        return create
+
     def _noise(self, batch) -> torch.Generator | None:
         """A generator keyed by (seed, epoch, the batch's first example).
 
