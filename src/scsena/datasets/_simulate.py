@@ -251,7 +251,10 @@ def _nb_counts(
             p *= (k + rr) / (k + 1) * qq
             c += p
             k += 1
-            keep = np.flatnonzero((u > c) & (p > 0))
+            # stop where the CDF has converged: ``c`` comes from float32 sums, so for
+            # ``u`` within rounding of 1 it may never exceed ``u``; what is left beyond
+            # ``k`` then weighs about ``p / (1 - q)``, below 1e-12
+            keep = np.flatnonzero((u > c) & (p > 1e-12 * (1.0 - qq)))
             pos, u, c, p, qq, rr = pos[keep], u[keep], c[keep], p[keep], qq[keep], rr[keep]
             values[pos] += 1
     return idx, values
