@@ -352,6 +352,18 @@ class PerturbationDataModule(pl.LightningDataModule):
                 return dataset
         return dataset.to_device(device)
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        """Move the batch, but keep the example indices on the host.
+
+        They only key the sampling noise of the training plan; reading them from the
+        device would synchronise every step.
+        """
+        index = batch.pop(TENSORS.INDEX, None) if isinstance(batch, dict) else None
+        batch = super().transfer_batch_to_device(batch, device, dataloader_idx)
+        if index is not None:
+            batch[TENSORS.INDEX] = index
+        return batch
+
     def _replicas(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         if trainer is None:

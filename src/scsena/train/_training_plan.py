@@ -110,18 +110,6 @@ class SENATrainingPlan(TrainingPlan):
         device = batch[TENSORS.X_CONTROL].device
         return torch.Generator(device=device).manual_seed(key % (2**63 - 1))
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        """Move the batch, but keep the example indices on the host.
-
-        They only key the sampling noise (:meth:`_noise`); reading them from the
-        device would synchronise every step.
-        """
-        index = batch.pop(TENSORS.INDEX, None) if isinstance(batch, dict) else None
-        batch = super().transfer_batch_to_device(batch, device, dataloader_idx)
-        if index is not None:
-            batch[TENSORS.INDEX] = index
-        return batch
-
     def current_schedule(self) -> tuple[float, float, float]:
         """``(alpha, beta, tau)`` of the current epoch."""
         return self.schedules.at(self.current_epoch)

@@ -1,0 +1,61 @@
+"""The training plan's epoch losses, schedules and best-epoch selection."""
+
+import copy
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+import scsena
+from conftest import TRAIN_KW
+from scsena._constants import TENSORS
+from scsena.train._training_plan import SELECTION_COMPONENTS
+
+
+class _Recorder(pl.Callback):
+    """Per-batch losses and sizes, and the weights at the end of every epoch."""
+
+    def __init__(self):
+        self.batches: list[list[tuple[float, int]]] = []
+        self.states: list[dict] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.batches.append([])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.batches[-1].append((float(loss), int(batch[TENSORS.X_CONTROL].shape[0])))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.states.append(copy.deepcopy(pl_module.module.state_dict()))
+
+
+def test_epoch_means_schedules_and_best_epoch(sim_adata):
+    small = sim_adata[sim_adata.obs["perturbation_type"] != "double"].copy()
+    scsena.SENAVAE.setup_anndata(small, perturbation_key="guide_ids")
+    model = scsena.SENAVAE(small, seed=2)
+    rec = _Recorder()
+    kw = {k: v for k, v in TRAIN_KW.items() if k != "logger"}
+    model.train(**(kw | {"max_epochs": 6, "callbacks": [rec]}))
+    hist = model.history
+    n_epochs = 6
+
+    def column(name):
+        return np.array([float(v) for v in hist[name].iloc[:, 0]])
+
+    # the logged epoch loss is the batch-size weighted mean of the step losses
+    for name in ("loss_train", *(f"{c}_train" for c in SELECTION_COMPONENTS[1:])):
+        assert len(hist[name]) == n_epochs
+    logged = column("loss_train")
+    expected = [np.average([v for v, _ in b], weights=[n for _, n in b]) for b in rec.batches]
+    np.testing.assert_allclose(logged, expected, rtol=1e-5)
+    # schedules were applied epoch by epoch (alpha and beta rise from 0 over the epochs)
+    alpha = column("alpha")
+    assert alpha[0] == 0 and np.all(np.diff(alpha) >= 0) and alpha[-1] > 0
+    # the best epoch has the lowest mean of the epoch-mean components, and its
+    # weights are the ones kept
+    score = np.mean([column(f"{c}_train") for c in SELECTION_COMPONENTS], axis=0)
+    assert model.best_epoch_ == int(np.argmin(score))
+    final = model.module.state_dict()
+    for k, v in rec.states[model.best_epoch_].items():
+        torch.testing.assert_close(final[k].cpu(), v.cpu(), rtol=0, atol=0)
