@@ -11,6 +11,7 @@ matrix, never cell by cell.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Literal
 
@@ -138,20 +139,20 @@ def _dense_rows_on(matrix, rows: np.ndarray, device, dtype, chunk: int = 16384) 
     out = torch.empty(len(rows), n_genes, dtype=dtype, device=device)
     for start in range(0, len(rows), chunk):
         idx = rows[start : start + chunk]
-        block = matrix[idx] if sp.issparse(matrix) else None
-        if block is not None:
-            block = sp.csr_matrix(block)
-            part = torch.sparse_csr_tensor(
-                torch.as_tensor(block.indptr, dtype=torch.int64),
-                torch.as_tensor(block.indices, dtype=torch.int64),
-                torch.as_tensor(block.data, dtype=dtype),
-                size=block.shape,
-            )
-            out[start : start + len(idx)] = part.to(device).to_dense()
+        if sp.issparse(matrix):
+            block = sp.csr_matrix(matrix[idx])
+            with warnings.catch_warnings():  # "sparse CSR support is in beta state"
+                warnings.simplefilter("ignore", UserWarning)
+                part = torch.sparse_csr_tensor(
+                    torch.as_tensor(block.indptr, dtype=torch.int64),
+                    torch.as_tensor(block.indices, dtype=torch.int64),
+                    torch.as_tensor(block.data, dtype=dtype),
+                    size=block.shape,
+                ).to(device)
+                part = part.to_dense()
         else:
-            out[start : start + len(idx)] = torch.as_tensor(_rows(matrix, idx), dtype=dtype).to(
-                device
-            )
+            part = torch.as_tensor(_rows(matrix, idx), dtype=dtype).to(device)
+        out[start : start + len(idx)] = part
     return out
 
 
