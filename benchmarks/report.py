@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import platform
+import shlex
 import sys
 import time
 import warnings
@@ -43,6 +44,10 @@ METRICS = [
     ("l2_top1000", "L2 of means (top-1000 expressed)"),
 ]
 INTERP = [("recall@25", "recall@25"), ("recall@100", "recall@100"), ("z_diff", "z-diff")]
+
+
+#: Heading of the hand-written reading of the tables, kept when the report is rewritten.
+NOTES_HEADING = "## Reading the tables honestly"
 
 
 def _quiet() -> None:
@@ -109,7 +114,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    command = "python benchmarks/report.py " + " ".join(sys.argv[1:])
+    command = "python benchmarks/report.py " + shlex.join(sys.argv[1:])
     t_start = time.perf_counter()
 
     results, seeds, timings, de_cache = [], [], {}, {}
@@ -206,8 +211,16 @@ def main() -> None:
         f"recall@100 = {random_recall(len(model.term_ids_), 100):.3f}.",
         "",
     ]
+    # keep the hand-written reading of an earlier report (check it against the new tables)
+    notes = ""
+    if os.path.exists(args.out):
+        with open(args.out) as fh:
+            previous = fh.read()
+        if NOTES_HEADING in previous:
+            notes = "\n" + previous[previous.index(NOTES_HEADING) :]
+            print(f"kept the hand-written section {NOTES_HEADING!r}: update its numbers")
     with open(args.out, "w") as fh:
-        fh.write("\n".join(out))
+        fh.write("\n".join(out) + notes)
     print("\n".join(out))
 
 
