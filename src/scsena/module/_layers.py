@@ -74,6 +74,11 @@ class MaskedLinear(nn.Module):
         self.register_buffer("gene_index", torch.as_tensor(by_term.indices, dtype=torch.long))
         shape = (self.term_index.numel(),) if self.member_only else (n_terms, n_genes)
         self.weight = nn.Parameter(torch.empty(shape))
+        if not self.member_only:
+            # M^T itself, built once (derived from the indices, so not saved)
+            mask = torch.full((n_terms, n_genes), self.lambda_)
+            mask[self.term_index, self.gene_index] = 1.0
+            self.register_buffer("mask", mask, persistent=False)
         self.bias = nn.Parameter(torch.empty(n_terms))
         self.reset_parameters()
 
@@ -107,7 +112,7 @@ class MaskedLinear(nn.Module):
         if self.member_only:
             dense = self.weight.new_zeros(self.out_features, self.in_features)
             return dense.index_put((self.term_index, self.gene_index), self.weight)
-        return torch.where(self.member_mask(), self.weight, self.weight * self.lambda_)
+        return self.weight * self.mask
 
     def _member_product(self, x: torch.Tensor) -> torch.Tensor:
         # (B, G) -> (B, T): gather member genes (pairs x B, rows contiguous), weight

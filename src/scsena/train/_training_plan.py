@@ -12,10 +12,10 @@ from scsena._constants import TENSORS
 
 from ._schedules import Schedules
 
-#: Loss components whose epoch means the reference averages for model selection.
-SELECTION_COMPONENTS = ("loss", "mmd", "mse", "kl", "l1")
 #: Components of the loss returned by the module (besides the total).
 _COMPONENTS = ("mmd", "mse", "kl", "l1")
+#: Loss components whose epoch means the reference averages for model selection.
+SELECTION_COMPONENTS = ("loss", *_COMPONENTS)
 
 
 class SENATrainingPlan(TrainingPlan):
@@ -88,8 +88,8 @@ class SENATrainingPlan(TrainingPlan):
 
         def create(params):
             params = list(params)
-            fast = {"fused": True} if params and all(p.is_cuda for p in params) else {}
-            fast = fast or {"foreach": True}
+            on_cuda = bool(params) and all(p.is_cuda for p in params)
+            fast = {"fused": True} if on_cuda else {"foreach": True}
             return optimizer_cls(
                 params, lr=self.lr, eps=self.eps, weight_decay=self.weight_decay, **fast
             )
@@ -137,7 +137,7 @@ class SENATrainingPlan(TrainingPlan):
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
         means = sums[1:] / sums[0]
-        names = ("loss",) + _COMPONENTS
+        names = SELECTION_COMPONENTS
         log = {f"{k}_{mode}": means[i] for i, k in enumerate(names)}
         self.log_dict(log, on_epoch=True, prog_bar=False)
         if mode == "train":
