@@ -29,8 +29,8 @@ class SENATrainingPlan(TrainingPlan):
 
     The per-batch losses are summed on the device and logged once per epoch, so a
     step costs no logging work and no device synchronisation (Lightning's per-step
-    logging costs about a millisecond per metric, more than a whole training step on
-    a GPU). Under data-parallel training the sums are reduced across processes.
+    logging does Python bookkeeping for every metric at every step). Under
+    data-parallel training the sums are reduced across processes.
 
     Parameters
     ----------
