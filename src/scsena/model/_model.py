@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import signal
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from scvi.data import AnnDataManager
 from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass, UnsupervisedTrainingMixin
@@ -43,10 +43,23 @@ from scsena.train import (
     draw_control_partners,
     make_loader,
 )
+from scsena.train._checkpoint import EpochCheckpoint, check_resume
 from scsena.train._data import _rows
 
 from ._fields import GeneSetMaskField, PerturbationField, mask_from_state, targets_from_state
 from ._folds import assign_folds, resolve_heldout
+from ._presets import MODULE_PRESETS, TRAIN_PRESETS, check_preset, resolve
+from ._save_load import (
+    ADATA_FILE,
+    MDATA_FILE,
+    MODEL_FILE,
+    MODEL_FORMAT,
+    build_model,
+    read_model_file,
+    recover_saves,
+    staged_save,
+    write_model_file,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,16 +104,64 @@ def _rna_modality(data):
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
+
+class _InterruptWatch(pl.Callback):
+    """Remember the exception that stopped training (Lightning hides Ctrl-C)."""
+
+    def __init__(self):
+        self.exception: BaseException | None = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.exception = exception
+
+
+def _restore_sigint(handler) -> None:
+    """Lightning ignores Ctrl-C once it caught one; give the handler back."""
+    if signal.getsignal(signal.SIGINT) is handler or handler is None:
+        return
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        pass
+
+
+def _drop_scvi_checkpoint(trainer, ours: Sequence) -> None:
+    """Remove the ``SaveCheckpoint`` scvi-tools' trainer adds when checkpointing is on.
+
+    It monitors ``validation_loss`` (a metric scsena does not log) and writes full
+    model copies under ``./scvi_log``; scsena's own checkpoints go to
+    ``checkpoint_dir``. Callbacks the user passed are kept.
+    """
+    from scvi.train import SaveCheckpoint
+
+    trainer.callbacks = [
+        c for c in trainer.callbacks if not isinstance(c, SaveCheckpoint) or c in ours
+    ]
+
+
+def _mlflow_logger(checkpoint_dir: str | Path | None):
+    """MLflow logger writing where the user said: ``MLFLOW_TRACKING_URI``, else the
+    checkpoint directory, else a new temporary directory (with a warning)."""
+    from scsena.tracking import mlflow_logger
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return mlflow_logger(tracking_uri=uri)
+    if checkpoint_dir is not None:
+        return mlflow_logger(directory=checkpoint_dir)
+    directory = tempfile.mkdtemp(prefix="scsena-mlflow-")
+    warnings.warn(
+        f"log_to='mlflow' without checkpoint_dir: the MLflow store is written to the "
+        f"temporary directory {directory!r}. Pass `checkpoint_dir=` to keep it with the "
+        "run, set MLFLOW_TRACKING_URI, or pass "
+        "`logger=scsena.tracking.mlflow_logger(directory=...)`.",
+        UserWarning,
+        stacklevel=3,
+    )
+    return mlflow_logger(directory=directory)
+
 #: The reference (SENA paper) settings of ``SENAVAE.train``.
-REFERENCE_TRAIN_KWARGS = {
-    "max_epochs": 100,
-    "batch_size": 32,
-    "lr": 1e-3,
-    "alpha_max": 1.0,
-    "beta_max": 1.0,
-    "tau_max": 100.0,
-    "select_best_epoch": True,
-}
+REFERENCE_TRAIN_KWARGS = dict(TRAIN_PRESETS["reference"])
 
 
 class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
@@ -119,6 +180,15 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
     n_latent
         Number of latent factors; ``None`` uses the number of single targets (the
         reference).
+    preset
+        ``"scsena"`` (default): the method with scsena's remedies, in which every
+        target keeps its own latent factor and predictions beat the control
+        baseline (see ``docs/results.md``): ``assignment="table"``,
+        ``lambda_balance=1``, ``lambda_mean=10``, ``prediction="residual"``.
+        ``"reference"``: the published SENA-discrepancy-VAE exactly
+        (``assignment="mlp"``, no extra terms, ``prediction="direct"``). Every
+        argument below left at ``None`` takes the preset's value; :meth:`train`'s
+        defaults follow the preset too.
     encoder
         ``"sena"`` (gene-set masked first layer) or ``"original"`` (a dense layer of
         the same width, the discrepancy-VAE ablation).
@@ -132,6 +202,21 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         Weight of the DAG's L1 penalty (SENA 0.1; discrepancy-VAE 1e-3).
     kl_reference_scaling
         Divide the KL once more by the batch size, as the reference does.
+    assignment
+        ``"mlp"`` (the reference intervention encoder) or ``"table"`` (a free
+        per-target logit table; no part shared by all targets).
+    one_to_one
+        With ``assignment="table"`` and ``n_latent >= n_targets``, start target ``i``
+        on factor ``i``.
+    lambda_balance
+        Weight of the penalty on an uneven use of factors by the targets (0: off).
+    lambda_mean
+        Weight (relative to the MMD) of the per-batch mean-shift term (0: off).
+    prediction
+        ``"direct"``: a perturbed cell is the decoder's output (reference);
+        ``"residual"``: the counterfactual of its control cell,
+        ``x + decode(u_int) - decode(u)`` (clipped at 0), which keeps real cells'
+        spread.
     dtype
         ``"float32"`` (default) or ``"float64"`` (the reference's precision).
     heldout
@@ -161,12 +246,18 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         self,
         adata: ad.AnnData | None = None,
         n_latent: int | None = None,
+        preset: Literal["scsena", "reference"] = "scsena",
         encoder: Literal["sena", "original"] = "sena",
         sena_lambda: float = 0.0,
-        n_hidden: int = 128,
-        mmd_sigma: float = 200.0,
-        lambda_l1: float = 0.1,
-        kl_reference_scaling: bool = True,
+        n_hidden: int | None = None,
+        mmd_sigma: float | None = None,
+        lambda_l1: float | None = None,
+        kl_reference_scaling: bool | None = None,
+        assignment: Literal["mlp", "table"] | None = None,
+        one_to_one: bool | None = None,
+        lambda_balance: float | None = None,
+        lambda_mean: float | None = None,
+        prediction: Literal["direct", "residual"] | None = None,
         dtype: Literal["float32", "float64"] = "float32",
         heldout: str | Sequence[str] | None = "auto",
         test_fraction: float = 0.2,
@@ -191,6 +282,21 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         n_latent = len(self.targets_) if n_latent is None else int(n_latent)
         if n_latent < 1:
             raise ValueError(f"n_latent must be >= 1, got {n_latent}.")
+        self.preset_ = check_preset(preset)
+        network = resolve(
+            MODULE_PRESETS[preset],
+            {
+                "n_hidden": n_hidden,
+                "mmd_sigma": mmd_sigma,
+                "lambda_l1": lambda_l1,
+                "kl_reference_scaling": kl_reference_scaling,
+                "assignment": assignment,
+                "one_to_one": one_to_one,
+                "lambda_balance": lambda_balance,
+                "lambda_mean": lambda_mean,
+                "prediction": prediction,
+            },
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.module = SENAModule(
@@ -200,10 +306,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
                 n_latent=n_latent,
                 encoder=encoder,
                 sena_lambda=sena_lambda,
-                n_hidden=n_hidden,
-                mmd_sigma=mmd_sigma,
-                lambda_l1=lambda_l1,
-                kl_reference_scaling=kl_reference_scaling,
+                **network,
             ).to(self._dtype)
         self.heldout_: list[str] = []
         if adata is not None:
@@ -226,8 +329,8 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
                 )
             adata.obs[ADATA_KEYS.FOLD] = folds
         self._model_summary_string = (
-            f"SENAVAE: encoder={encoder}, {mask.n_genes} genes, {mask.n_terms} gene sets, "
-            f"{len(self.targets_)} targets, {n_latent} latent factors, lambda={sena_lambda}, "
+            f"SENAVAE: preset={preset}, encoder={encoder}, {mask.n_genes} genes, "
+            f"{mask.n_terms} gene sets, {len(self.targets_)} targets, {n_latent} latent factors, lambda={sena_lambda}, "
             f"dtype={dtype}, held out: {', '.join(self.heldout_) or 'none'}"
         )
         self.init_params_ = self._get_init_params(locals())
@@ -285,6 +388,18 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             raise ValueError(
                 f"adata.var_names has duplicates (e.g. {dup}); make them unique with "
                 "`adata.var_names_make_unique()` or aggregate duplicated genes."
+            )
+        if adata.obs_names.has_duplicates:
+            dup = adata.obs_names[adata.obs_names.duplicated()][:5].tolist()
+            raise ValueError(
+                f"adata.obs_names has duplicates (e.g. {dup}): cells, and the control cells "
+                "predictions start from, would be ambiguous. Make them unique with "
+                "`adata.obs_names_make_unique()`."
+            )
+        if layer is not None and layer not in adata.layers:
+            raise KeyError(
+                f"Layer {layer!r} not found in adata.layers; layers present: "
+                f"{list(adata.layers.keys())}. Pass one of them, or layer=None for adata.X."
             )
         matrix = adata.X if layer is None else adata.layers[layer]
         check_expression(matrix, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
@@ -400,6 +515,12 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         """Number of latent factors."""
         return self.module.n_latent
 
+    def _model_var_names(self) -> list[str]:
+        """The model's genes, in the order of its input layer (kept in the registry)."""
+        fields = self.registry_["field_registries"]
+        mask = fields[REGISTRY_KEYS.MASK_KEY]["state_registry"]["mask"]
+        return [str(g) for g in np.asarray(mask["var_names"]).tolist()]
+
     def _parse(self, adata: ad.AnnData):
         manager = self.get_anndata_manager(adata, required=True)
         labels = np.asarray(manager.get_from_registry(REGISTRY_KEYS.PERTURBATION_KEY)).ravel()
@@ -462,14 +583,14 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
     # ---------------------------------------------------------------- train
     def train(
         self,
-        max_epochs: int = 100,
-        batch_size: int = 32,
-        lr: float = 1e-3,
-        alpha_max: float = 1.0,
-        beta_max: float = 1.0,
-        tau_max: float = 100.0,
+        max_epochs: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        alpha_max: float | None = None,
+        beta_max: float | None = None,
+        tau_max: float | None = None,
         grad_clip: float | None = None,
-        select_best_epoch: bool = True,
+        select_best_epoch: bool | None = None,
         validate_on_test: bool = False,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
@@ -484,6 +605,12 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         **trainer_kwargs,
     ):
         """Train with SENA's schedules on control and single-perturbation cells.
+
+        Arguments left at ``None`` take the model preset's value (both presets: 100
+        epochs, batch 32, lr 1e-3, ``alpha_max=1``, ``beta_max=1``, ``tau_max=100``;
+        best-epoch selection in ``"reference"``, the last epoch in ``"scsena"``,
+        whose extra loss term grows with ``alpha`` and would make the reference's
+        criterion pick an epoch before the MMD is switched on).
 
         Parameters
         ----------
@@ -500,7 +627,8 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             Clip gradient values at this magnitude (reference option: 0.5).
         select_best_epoch
             Keep the weights of the epoch with the lowest mean of the epoch-average
-            loss components, as the reference does; ``False`` keeps the last epoch.
+            loss components (total, MMD, MSE, KL, L1), as the reference does;
+            ``False`` keeps the last epoch.
         validate_on_test
             Also compute the losses on the test fold each epoch (``*_validation``).
         accelerator, devices
@@ -533,6 +661,21 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             Passed to the Lightning trainer (``logger``, ``callbacks``,
             ``enable_checkpointing``, ``ckpt_path`` ...).
         """
+        settings = resolve(
+            TRAIN_PRESETS[self.preset_],
+            {
+                "max_epochs": max_epochs,
+                "batch_size": batch_size,
+                "lr": lr,
+                "alpha_max": alpha_max,
+                "beta_max": beta_max,
+                "tau_max": tau_max,
+                "select_best_epoch": select_best_epoch,
+            },
+        )
+        max_epochs, batch_size, lr = (settings[k] for k in ("max_epochs", "batch_size", "lr"))
+        alpha_max, beta_max, tau_max = (settings[k] for k in ("alpha_max", "beta_max", "tau_max"))
+        select_best_epoch = settings["select_best_epoch"]
         seed = self.seed_ if seed is None else int(seed)
         pl.seed_everything(seed, workers=True, verbose=False)
         train_ds = self._fold_dataset(self.adata, [FOLD_TRAIN], seed)
@@ -561,23 +704,19 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
         if checkpoint_dir is not None:
             callbacks.append(
-                ModelCheckpoint(
-                    dirpath=str(checkpoint_dir),
-                    filename="{epoch}",
-                    save_top_k=-1,
-                    every_n_epochs=checkpoint_every,
-                    save_last=True,
+                EpochCheckpoint(
+                    checkpoint_dir, checkpoint_every, self.targets_, self._model_var_names()
                 )
             )
             trainer_kwargs["enable_checkpointing"] = True
+            trainer_kwargs.setdefault("default_root_dir", str(checkpoint_dir))
         if ckpt_path is not None:
             if not Path(ckpt_path).exists():
                 raise FileNotFoundError(f"Checkpoint {str(ckpt_path)!r} does not exist.")
+            check_resume(ckpt_path, self.targets_, self._model_var_names())
             trainer_kwargs["ckpt_path"] = str(ckpt_path)
         if log_to == "mlflow":
-            from scsena.tracking import mlflow_logger
-
-            trainer_kwargs["logger"] = mlflow_logger()
+            trainer_kwargs["logger"] = _mlflow_logger(checkpoint_dir)
         elif log_to is not None:
             raise ValueError(f"log_to must be 'mlflow' or None, got {log_to!r}.")
         if grad_clip is not None:
@@ -595,14 +734,87 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
-            callbacks=callbacks,
+            callbacks=list(callbacks),  # scvi-tools' trainer appends to the list it gets
             **trainer_kwargs,
         )
+        _drop_scvi_checkpoint(runner.trainer, callbacks)
         self.module.train()
-        result = runner()
+        result = self._run_training(runner, plan, checkpoint_dir)
         self.best_epoch_ = plan.best_epoch if select_best_epoch else None
         self.module.eval()
         return result
+
+    def _run_training(self, runner, plan, checkpoint_dir: str | Path | None):
+        """Run ``runner``; on Ctrl-C or SIGTERM keep the best weights so far and say so.
+
+        Lightning turns Ctrl-C into ``SystemExit(1)`` and SIGTERM into
+        ``SIGTERMException`` (a ``SystemExit``) after its own clean-up. The model then
+        holds the best epoch's weights so far, ``training_interrupted_`` is ``True`` and
+        ``is_trained_`` ``False``; after Ctrl-C ``train`` returns, after SIGTERM the
+        exception is raised again so the process still ends.
+        """
+        self.training_interrupted_ = False
+        watch = _InterruptWatch()
+        runner.trainer.callbacks.append(watch)
+        sigint = signal.getsignal(signal.SIGINT)
+        try:
+            result = runner()
+        except SystemExit as err:
+            sigterm = isinstance(err, SIGTERMException)
+            if not (sigterm or isinstance(watch.exception, KeyboardInterrupt)):
+                raise
+            self._interrupted(runner.trainer, plan, checkpoint_dir, sigterm)
+            if sigterm:
+                raise
+            return None
+        finally:
+            _restore_sigint(sigint)
+        # a run resumed from a finished run's checkpoint never calls on_train_end
+        plan.restore_best_state()
+        self._warn_shared_factor()
+        return result
+
+    def _warn_shared_factor(self) -> None:
+        """Warn when more than a quarter of the targets act on the same latent factor."""
+        counts = self.get_intervention_targets()["latent"].value_counts()
+        n_targets = len(self.targets_)
+        factor, n = str(counts.index[0]), int(counts.iloc[0])
+        if n >= 2 and n > n_targets / 4:
+            warnings.warn(
+                f"{n} of {n_targets} perturbation targets act on the same latent factor "
+                f"{factor}: their predicted responses move along one direction and a double "
+                "of two of them shifts that factor twice. Use the default preset "
+                "(preset='scsena': assignment='table'), n_latent >= the number of targets, "
+                "or lambda_balance > 0; see model.history['distinct_factors'].",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _interrupted(self, trainer, plan, checkpoint_dir, sigterm: bool) -> None:
+        plan.restore_best_state()
+        self.module.eval()
+        self.is_trained_ = False
+        self.training_interrupted_ = True
+        self.best_epoch_ = plan.best_epoch if plan.select_best_epoch else None
+        kept = (
+            f"the weights of the best epoch so far (epoch {plan.best_epoch})"
+            if self.best_epoch_ is not None
+            else "the weights of the interrupted epoch"
+        )
+        if checkpoint_dir is not None:
+            resume = (
+                "Resume with the same arguments plus "
+                f"`ckpt_path={str(Path(checkpoint_dir) / 'last.ckpt')!r}`."
+            )
+        else:
+            resume = "Pass `checkpoint_dir=` to make a run resumable."
+        message = (
+            f"Training {'stopped by SIGTERM' if sigterm else 'interrupted'} during epoch "
+            f"{trainer.current_epoch} of {trainer.max_epochs}: the model is partly trained "
+            f"(`training_interrupted_` is True) and holds {kept}. {resume}"
+        )
+        logger.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
 
     # ------------------------------------------------------------ save/load
     def save(
@@ -610,45 +822,70 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         dir_path: str | Path,
         overwrite: bool = False,
         save_anndata: bool = False,
-        **kwargs,
+        prefix: str | None = None,
+        legacy_mudata_format: bool = False,
+        **anndata_write_kwargs,
     ) -> None:
-        """Save the model atomically: written to a temporary directory, then renamed.
+        """Save the model so that loading it cannot run code and a killed save loses nothing.
+
+        ``model.pt`` holds tensors and plain containers only, so :meth:`load` reads it
+        with ``torch.load(..., weights_only=True)``. The files are written into a
+        uniquely named staging directory inside ``dir_path`` and moved into place once
+        all are written; files in ``dir_path`` that scsena did not write are kept.
+        What a killed save left behind is completed or removed by the next save or
+        :meth:`load`, with a warning.
 
         Parameters
         ----------
         dir_path
             Target directory.
         overwrite
-            Replace an existing directory; otherwise an existing one is an error.
+            Replace the model in an existing, non-empty directory; otherwise that is an
+            error. Other files in the directory are kept.
         save_anndata
-            Also write the AnnData.
-        **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.save`.
+            Also write the AnnData (``adata.h5ad``).
+        prefix
+            Prefix of the file names.
+        legacy_mudata_format
+            As in :meth:`scvi.model.base.BaseModelClass.save`.
+        **anndata_write_kwargs
+            Passed to :meth:`anndata.AnnData.write`.
         """
-        target = Path(dir_path)
-        if target.exists() and not overwrite:
-            raise FileExistsError(
-                f"{str(target)!r} already exists; pass overwrite=True to replace it."
+        prefix = prefix or ""
+        with staged_save(Path(dir_path), prefix, overwrite) as staging:
+            if save_anndata:
+                name = ADATA_FILE if isinstance(self.adata, ad.AnnData) else MDATA_FILE
+                self.adata.write(staging / f"{prefix}{name}", **anndata_write_kwargs)
+            attributes = {k: v for k, v in self._get_user_attributes() if k.endswith("_")}
+            write_model_file(
+                staging / f"{prefix}{MODEL_FILE}",
+                self.module.state_dict(),
+                self.get_var_names(legacy_mudata_format=legacy_mudata_format),
+                attributes,
             )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
-            super().save(str(tmp), overwrite=True, save_anndata=save_anndata, **kwargs)
-            (tmp / _META_FILE).write_text(json.dumps(_versions(), indent=2))
-            if target.exists():
-                old = target.with_name(f".{target.name}.old-{os.getpid()}")
-                os.replace(target, old)
-                os.replace(tmp, target)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+            meta_name = f"{prefix}{_META_FILE}"
+            files = sorted([p.name for p in staging.iterdir()] + [meta_name])
+            meta = {**_versions(), "model_format": MODEL_FORMAT, "files": files}
+            (staging / meta_name).write_text(json.dumps(meta, indent=2))
 
     @classmethod
-    def load(cls, dir_path: str | Path, adata: ad.AnnData | None = None, **kwargs) -> SENAVAE:
-        """Load a saved model, checking the package versions and the data.
+    def load(
+        cls,
+        dir_path: str | Path,
+        adata: ad.AnnData | None = None,
+        accelerator: str = "auto",
+        device: int | str = "auto",
+        prefix: str | None = None,
+        trusted: bool = False,
+        allowed_classes_names_list: list[str] | None = None,
+    ) -> SENAVAE:
+        """Load a saved model without running code, checking the package versions and the data.
+
+        ``model.pt`` is read with ``torch.load(..., weights_only=True)``, which rebuilds
+        tensors and plain containers only; a file that needs more (written by an older
+        scsena, or tampered with) is refused with :class:`ValueError` unless
+        ``trusted=True``. What a killed :meth:`save` left in ``dir_path`` is completed
+        or removed first, with a warning.
 
         Parameters
         ----------
@@ -657,16 +894,27 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         adata
             AnnData with the model's genes (in the same order) and the perturbation
             column named at setup; ``None`` loads the AnnData saved with the model.
-        **kwargs
-            Passed to :meth:`scvi.model.base.BaseModelClass.load`.
+        accelerator, device
+            Where to put the model, as in :meth:`scvi.model.base.BaseModelClass.load`.
+        prefix
+            Prefix of the file names given to :meth:`save`.
+        trusted
+            Also load a model file of an older scsena version, whose NumPy content
+            needs Python's unrestricted unpickler. That unpickler runs any code the file
+            holds: only for files from a trusted source. Save the model again to convert
+            it.
+        allowed_classes_names_list
+            Other model class names to accept.
         """
         path = Path(dir_path)
-        model_file = path / "model.pt"
+        prefix = prefix or ""
+        recover_saves(path)
+        model_file = path / f"{prefix}{MODEL_FILE}"
         if not model_file.exists():
             raise FileNotFoundError(
                 f"No saved model in {str(path)!r} (model.pt missing); save one with model.save()."
             )
-        meta_file = path / _META_FILE
+        meta_file = path / f"{prefix}{_META_FILE}"
         if meta_file.exists():
             saved = json.loads(meta_file.read_text())
             now = _versions()
@@ -683,10 +931,10 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
                 UserWarning,
                 stacklevel=2,
             )
-        if adata is not None:
+        saved_files = read_model_file(model_file, trusted=trusted)
+        if adata is not None and adata is not False:
             adata = _rna_modality(adata)
-            saved = torch.load(model_file, map_location="cpu", weights_only=False)
-            var_names = np.asarray(saved["var_names"]).astype(str)
+            var_names = np.asarray(saved_files[1]).astype(str)
             if len(var_names) != adata.n_vars or not np.array_equal(
                 var_names, np.asarray(adata.var_names).astype(str)
             ):
@@ -697,7 +945,67 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
                     "data as the model: `adata = adata[:, model_var_names].copy()` with "
                     f"`model_var_names` read by `SENAVAE.load_registry` / saved with the model."
                 )
-        return super().load(str(path), adata=adata, **kwargs)
+        return build_model(
+            cls,
+            path,
+            adata,
+            saved_files,
+            prefix=prefix,
+            accelerator=accelerator,
+            device=device,
+            allowed_classes_names_list=allowed_classes_names_list,
+        )
+
+    @staticmethod
+    def load_registry(
+        dir_path: str | Path, prefix: str | None = None, trusted: bool = False
+    ) -> dict:
+        """The registry saved with a model (its setup and gene-set mask), read safely.
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        prefix
+            Prefix of the file names given to :meth:`save`.
+        trusted
+            As in :meth:`load`.
+
+        Returns
+        -------
+        dict
+            The registry.
+        """
+        path = Path(dir_path)
+        recover_saves(path)
+        model_file = path / f"{prefix or ''}{MODEL_FILE}"
+        if not model_file.exists():
+            raise FileNotFoundError(
+                f"No saved model in {str(path)!r} ({model_file.name} missing); save one with "
+                "model.save()."
+            )
+        return read_model_file(model_file, trusted=trusted)[0]["registry_"]
+
+    @staticmethod
+    def view_setup_args(dir_path: str | Path, prefix: str | None = None) -> None:
+        """Print the arguments a saved model was set up with (read without running code).
+
+        Parameters
+        ----------
+        dir_path
+            Directory written by :meth:`save`.
+        prefix
+            Prefix of the file names given to :meth:`save`.
+        """
+        AnnDataManager.view_setup_method_args(SENAVAE.load_registry(dir_path, prefix))
+
+    @classmethod
+    def convert_legacy_save(cls, *args, **kwargs) -> None:
+        """Not supported: scsena has no scvi-tools < 0.15 files; see :meth:`load` ``trusted``."""
+        raise NotImplementedError(
+            "SENAVAE has no scvi-tools < 0.15 model files to convert. Load a model of an "
+            "older scsena with SENAVAE.load(dir_path, trusted=True) and save it again."
+        )
 
     # -------------------------------------------------------------- outputs
     @torch.inference_mode()
@@ -864,16 +1172,23 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             start = np.asarray(control_indices, dtype=np.int64)
             n_cells = len(start)
         z = self._encode(adata, start, batch_size, sample=not use_mean, seed=seed)
+        # the control cells themselves, for counterfactual (residual) predictions
+        x = (
+            torch.cat(list(self._iter_rows(adata, start, batch_size)))
+            if self.module.prediction == "residual"
+            else None
+        )
         # one preallocated output: no per-batch lists, concatenation or cast copies
         X = np.empty((len(codes) * n_cells, adata.n_vars), dtype=np.float32)
         for i, code in enumerate(codes):
             c = torch.as_tensor(code, device=self.device).expand(n_cells, -1)
             for s in range(0, n_cells, batch_size):
-                z_int, _ = self.module.intervene(
-                    z[s : s + batch_size], c[s : s + batch_size], temperature
+                part = slice(s, s + batch_size)
+                y = self.module.predict(
+                    z[part], c[part], temperature, x=None if x is None else x[part]
                 )
                 rows = slice(i * n_cells + s, i * n_cells + min(s + batch_size, n_cells))
-                X[rows] = self.module.decode(self.module.causal(z_int)).cpu().numpy()
+                X[rows] = y.cpu().numpy()
         canon = [lab.strip() for lab in labels]
         obs = pd.DataFrame(
             {
@@ -1056,13 +1371,15 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         temperature: float = 1000.0,
         batch_size: int = 32,
         seed: int = 0,
+        protocol: Literal["per_batch", "published"] = "per_batch",
+        chunk_batches: int = 10,
     ) -> pd.DataFrame:
         """The reference evaluation: losses on perturbation-pure batches of one fold.
 
         Each batch's cells are predicted from randomly paired control cells (doubles
-        through the two-target causal layer); MMD (training kernel), MSE of the
-        control reconstruction, KL and L1 are reported per perturbation, averaged over
-        its batches (weighted by batch size).
+        through the two-target causal layer); the losses are the MMD (training kernel)
+        between predicted and real cells, the MSE of the control reconstruction, the
+        KL and the DAG's L1.
 
         Parameters
         ----------
@@ -1075,45 +1392,81 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         batch_size
             Cells per batch (reference 32).
         seed
-            Seed of the control partners and the sampling noise.
+            Seed of the control partners, the batch order and the sampling noise.
+        protocol
+            ``"per_batch"``: one value per batch of 32 cells (batches in a fixed
+            order, the last one of a perturbation may be smaller), averaged per
+            perturbation weighted by batch size. ``"published"``: the published
+            evaluation loop exactly: batches in shuffled order with each
+            perturbation's incomplete last batch dropped; whenever the batch index
+            ``i`` (0-based) is a multiple of ``chunk_batches``, the batches accumulated
+            so far (batch 0 alone, then batches 1-10, 11-20, ...; perturbations mixed)
+            are stacked and their losses computed; batches after the last multiple are
+            dropped. The reported number is the mean over chunks. The per-batch MMD is
+            a different, larger quantity on the same model.
+        chunk_batches
+            ``K`` of the published protocol (10).
 
         Returns
         -------
-        One row per perturbation: ``perturbation``, ``n_cells``, ``mmd``, ``mse``,
-        ``kl``, ``l1``.
+        ``"per_batch"``: one row per perturbation: ``perturbation``, ``n_cells``,
+        ``mmd``, ``mse``, ``kl``, ``l1``. ``"published"``: one row per chunk:
+        ``chunk``, ``n_cells``, ``mmd``, ``mse``, ``kl``, ``l1``.
         """
         if fold not in (FOLD_TRAIN, FOLD_TEST, FOLD_DOUBLE):
             raise ValueError(f"fold must be 'train', 'test' or 'double', got {fold!r}.")
+        if protocol not in ("per_batch", "published"):
+            raise ValueError(f"protocol must be 'per_batch' or 'published', got {protocol!r}.")
+        if int(chunk_batches) < 1:
+            raise ValueError(f"chunk_batches must be >= 1, got {chunk_batches}.")
+        published = protocol == "published"
+        key = "chunk" if published else "perturbation"
+        empty = pd.DataFrame(columns=[key, "n_cells", "mmd", "mse", "kl", "l1"])
         ds = self._fold_dataset(adata, [fold], seed)
         if len(ds) == 0:
-            return pd.DataFrame(columns=["perturbation", "n_cells", "mmd", "mse", "kl", "l1"])
-        loader = make_loader(ds, batch_size, shuffle=False, drop_last=False, seed=seed)
+            return empty
+        loader = make_loader(ds, batch_size, shuffle=published, drop_last=published, seed=seed)
         self.module.eval()
         l1 = float(dag_l1(self.module.causal.G))
-        rows = []
+        sigma = self.module.mmd_sigma
+        scaling = self.module.kl_reference_scaling
+
+        def losses(x, y, y_hat, x_hat, mu, var) -> dict[str, float]:
+            return {
+                "n_cells": len(x),
+                "mmd": float(mmd(y_hat, y, sigma=sigma)),
+                "mse": float(torch.nn.functional.mse_loss(x_hat, x)),
+                "kl": float(kl_divergence(mu, var, scaling)),
+                "l1": l1,
+            }
+
+        rows, stack = [], []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            for batch in loader:
+            for i, batch in enumerate(loader):
                 x = batch["x"].to(self.device)
                 y = batch["y"].to(self.device)
                 codes = batch["codes"].to(self.device)
                 _, mu, var = self.module.encode(x)
                 z = mu + var.sqrt() * torch.randn_like(mu)
-                gen = self.module.generative(z, codes, temperature)
-                rows.append(
-                    {
-                        "code": tuple(codes[0].tolist()),
-                        "n": len(x),
-                        "mmd": float(mmd(gen["y_hat"], y, sigma=self.module.mmd_sigma)),
-                        "mse": float(torch.nn.functional.mse_loss(gen["x_hat"], x)),
-                        "kl": float(kl_divergence(mu, var, self.module.kl_reference_scaling)),
-                    }
-                )
+                gen = self.module.generative(z, codes, temperature, x=x)
+                parts = (x, y, gen["y_hat"], gen["x_hat"], mu, var)
+                if not published:
+                    code = codes[0].tolist()
+                    label = self.delimiter_.join(self.targets_[c] for c in code if c >= 0)
+                    rows.append({"perturbation": label, **losses(*parts)})
+                    continue
+                stack.append(parts)
+                if i % int(chunk_batches) == 0:
+                    stacked = [torch.cat(t) for t in zip(*stack)]
+                    rows.append({"chunk": len(rows), **losses(*stacked)})
+                    stack = []
+        if published:
+            return pd.DataFrame(rows, columns=empty.columns)
         df = pd.DataFrame(rows)
-        df["label"] = [",".join(self.targets_[i] for i in code if i >= 0) for code in df["code"]]
         out = []
-        for label, g in df.groupby("label", sort=True):
-            w = g["n"].to_numpy(dtype=float)
+        for label, g in df.groupby("perturbation", sort=True):
+            w = g["n_cells"].to_numpy(dtype=float)
             out.append(
                 {
                     "perturbation": label,
