@@ -33,7 +33,7 @@ class _Recorder(pl.Callback):
 def test_epoch_means_schedules_and_best_epoch(sim_adata):
     small = sim_adata[sim_adata.obs["perturbation_type"] != "double"].copy()
     scsena.SENAVAE.setup_anndata(small, perturbation_key="guide_ids")
-    model = scsena.SENAVAE(small, seed=2)
+    model = scsena.SENAVAE(small, seed=2, preset="reference")
     rec = _Recorder()
     kw = {k: v for k, v in TRAIN_KW.items() if k != "logger"}
     model.train(**(kw | {"max_epochs": 6, "callbacks": [rec]}))
@@ -59,3 +59,24 @@ def test_epoch_means_schedules_and_best_epoch(sim_adata):
     final = model.module.state_dict()
     for k, v in rec.states[model.best_epoch_].items():
         torch.testing.assert_close(final[k].cpu(), v.cpu(), rtol=0, atol=0)
+
+
+def test_history_has_assignment_diagnostics(sim_adata):
+    small = sim_adata[sim_adata.obs["perturbation_type"] != "double"].copy()
+    scsena.SENAVAE.setup_anndata(small, perturbation_key="guide_ids")
+    model = scsena.SENAVAE(small, seed=0)
+    kw = {k: v for k, v in TRAIN_KW.items() if k != "logger"}
+    model.train(**(kw | {"max_epochs": 3}))
+    hist = model.history
+    distinct = hist["distinct_factors"].to_numpy().ravel()
+    entropy = hist["assignment_entropy"].to_numpy().ravel()
+    assert len(distinct) == len(entropy) == 3
+    # the one-to-one table keeps every target on its own factor from the start
+    assert (distinct == len(model.targets_)).all()
+    # the final epoch's diagnostics are those of the model's assignment at that tau
+    tau = float(hist["tau"].to_numpy().ravel()[-1])
+    soft = model.get_intervention_targets(temperature=tau, soft=True).to_numpy()
+    expected = -(soft * np.log(np.clip(soft, 1e-12, None))).sum(1).mean()
+    np.testing.assert_allclose(entropy[-1], expected, rtol=1e-4)
+    # the extra loss terms of the default preset are logged too
+    assert "mean_shift_train" in hist and "balance_train" in hist

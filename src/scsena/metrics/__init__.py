@@ -1,12 +1,14 @@
-"""Metrics: distribution distances, mean-expression metrics and the activation-score test."""
+"""Metrics: distributions, mean expression, interpretability, assignment recovery."""
 
 from ._activation import activation_scores, affected_terms, interpretability_metrics, random_recall
+from ._assignment import assignment_recovery
 from ._distribution import energy_distance, mmd
 from ._expression import (
     additive_baseline,
     delta_metrics,
     l2_top_expressed,
     perturbation_metrics,
+    spread_ratio,
     top_de_genes,
 )
 
@@ -14,6 +16,7 @@ __all__ = [
     "activation_scores",
     "additive_baseline",
     "affected_terms",
+    "assignment_recovery",
     "delta_metrics",
     "energy_distance",
     "interpretability_metrics",
@@ -21,5 +24,6 @@ __all__ = [
     "mmd",
     "perturbation_metrics",
     "random_recall",
+    "spread_ratio",
     "top_de_genes",
 ]

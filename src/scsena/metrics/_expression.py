@@ -276,6 +276,32 @@ def additive_baseline(
     return out
 
 
+def spread_ratio(pred, real) -> float:
+    """Cell-to-cell spread of predicted cells relative to observed ones.
+
+    ``sum_g var(pred_g) / sum_g var(real_g)`` over genes (variances across cells):
+    1 when generated cells vary as much as real ones, below 1 when they are
+    over-smoothed.
+
+    Parameters
+    ----------
+    pred
+        ``cells x genes`` predicted cells (dense or sparse).
+    real
+        ``cells x genes`` observed cells.
+
+    Returns
+    -------
+    The ratio (NaN when the observed cells do not vary).
+    """
+    def total_var(x) -> float:
+        x = x.toarray() if sparse.issparse(x) else np.asarray(x, dtype=np.float64)
+        return float(np.var(x, axis=0).sum()) if x.shape[0] > 1 else float("nan")
+
+    denom = total_var(real)
+    return total_var(pred) / denom if denom > 0 else float("nan")
+
+
 def perturbation_metrics(
     pred,
     real,
@@ -305,15 +331,17 @@ def perturbation_metrics(
 
     Returns
     -------
-    Keys ``mmd``, ``energy`` (:func:`mmd`, :func:`energy_distance`), ``mse_delta``,
-    ``pearson_delta``, ``mse_delta_de``, ``pearson_delta_de``
-    (:func:`delta_metrics`) and ``l2_top1000`` (:func:`l2_top_expressed` with 1,000
-    genes). Every key is always present, so a loop over perturbations gives a
-    rectangular table.
+    Keys ``mmd``, ``energy`` (:func:`mmd`, :func:`energy_distance`), ``spread_ratio``
+    (:func:`spread_ratio`), ``mse_delta``, ``pearson_delta``, ``mse_delta_de``,
+    ``pearson_delta_de`` (:func:`delta_metrics`) and ``l2_top1000``
+    (:func:`l2_top_expressed` with 1,000 genes). Every key is always present, so a
+    loop over perturbations gives a rectangular table.
     """
     nan = float("nan")
-    out: dict[str, float] = {"mmd": nan, "energy": nan}
+    out: dict[str, float] = {"mmd": nan, "energy": nan, "spread_ratio": nan}
     is_2d = all(sparse.issparse(x) or np.ndim(x) == 2 for x in (pred, real))
+    if is_2d:
+        out["spread_ratio"] = spread_ratio(pred, real)
     if include_distribution and is_2d:
         out["mmd"] = mmd(pred, real, sigma=sigma)
         out["energy"] = energy_distance(pred, real)

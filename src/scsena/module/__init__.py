@@ -1,14 +1,24 @@
-from ._layers import CausalLayer, InterventionEncoder, MaskedLinear
-from ._losses import dag_l1, kl_divergence, mmd, mmd_bandwidths
+from ._layers import CausalLayer, InterventionEncoder, InterventionTable, MaskedLinear
+from ._losses import (
+    assignment_imbalance,
+    dag_l1,
+    kl_divergence,
+    mean_shift_error,
+    mmd,
+    mmd_bandwidths,
+)
 from ._module import SENAModule
 
 __all__ = [
     "CausalLayer",
     "InterventionEncoder",
+    "InterventionTable",
     "MaskedLinear",
     "SENAModule",
+    "assignment_imbalance",
     "dag_l1",
     "kl_divergence",
+    "mean_shift_error",
     "mmd",
     "mmd_bandwidths",
 ]

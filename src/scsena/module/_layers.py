@@ -1,6 +1,6 @@
-"""Layers of SENA-discrepancy-VAE (SPEC sections 2 and 3).
+"""Layers of SENA-discrepancy-VAE.
 
-The gene-set masked layer, the intervention encoder and the causal (DAG) layer.
+The gene-set masked layer, the intervention encoders and the causal (DAG) layer.
 """
 
 from __future__ import annotations
@@ -154,35 +154,24 @@ class MaskedLinear(nn.Module):
         )
 
 
-class InterventionEncoder(nn.Module):
-    """Soft assignment of perturbation targets to latent factors, and their strength.
+class _InterventionBase(nn.Module):
+    """Shared part of the intervention encoders: strengths and the slot layout.
 
-    ``h_c = LeakyReLU_0.2(Linear(P, hidden)(c))``, ``bc = softmax(tau * Linear(hidden, Z)(h_c))``,
-    ``s = c . shift`` with a learnable ``shift`` initialised to ones. Each target is a
-    one-hot vector; it is given as an index (``-1`` for "no target"), so the first
-    linear layer reduces to a column look-up and no ``P``-wide vector is formed.
-
-    Parameters
-    ----------
-    n_targets
-        Number of single targets ``P``.
-    n_latent
-        Number of latent factors ``Z``.
-    n_hidden
-        Width of the hidden layer.
+    Subclasses define :meth:`logits`, the unnormalised assignment of each target to
+    the latent factors; ``bc = softmax(tau * logits)``.
     """
 
-    def __init__(self, n_targets: int, n_latent: int, n_hidden: int = 128):
-        super().__init__()
-        self.c1 = nn.Linear(n_targets, n_hidden)
-        self.c2 = nn.Linear(n_hidden, n_latent)
+    def _add_shift(self, n_targets: int) -> None:
+        # registered after the subclass's own parameters (the reference's order)
         self.shift = nn.Parameter(torch.ones(n_targets))
 
+    def logits(self, index: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        """Assignment logits ``(B, Z)`` of target indices ``index`` (``(B,)`` long)."""
+        raise NotImplementedError
+
     def assignment(self, index: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """``bc`` for target indices ``index`` (``(B,)`` long, ``>= 0``)."""
-        h = F.embedding(index, self.c1.weight.T) + self.c1.bias
-        h = F.leaky_relu(h, 0.2)
-        return torch.softmax(temperature * self.c2(h), dim=-1)
+        """``bc = softmax(tau * logits)`` for target indices ``index`` (``(B,)`` long, ``>= 0``)."""
+        return torch.softmax(temperature * self.logits(index), dim=-1)
 
     def forward(
         self, codes: torch.Tensor, temperature: float = 1.0
@@ -205,6 +194,85 @@ class InterventionEncoder(nn.Module):
         bc = self.assignment(safe.reshape(-1), temperature).reshape(*codes.shape, -1)
         s = self.shift[safe] * present.to(self.shift.dtype)
         return bc, s
+
+
+class InterventionEncoder(_InterventionBase):
+    """Soft assignment of perturbation targets to latent factors through an MLP (reference).
+
+    ``h_c = LeakyReLU_0.2(Linear(P, hidden)(c))``, ``bc = softmax(tau * Linear(hidden, Z)(h_c))``,
+    ``s = c . shift`` with a learnable ``shift`` initialised to ones. Each target is a
+    one-hot vector; it is given as an index (``-1`` for "no target"), so the first
+    linear layer reduces to a column look-up and no ``P``-wide vector is formed.
+
+    The hidden activation and both biases are shared by all targets; in trained
+    models this shared part dominates the logits, and most targets end up assigned to
+    the same factor (see :class:`InterventionTable` for the remedy).
+
+    Parameters
+    ----------
+    n_targets
+        Number of single targets ``P``.
+    n_latent
+        Number of latent factors ``Z``.
+    n_hidden
+        Width of the hidden layer.
+    """
+
+    def __init__(self, n_targets: int, n_latent: int, n_hidden: int = 128):
+        super().__init__()
+        self.c1 = nn.Linear(n_targets, n_hidden)
+        self.c2 = nn.Linear(n_hidden, n_latent)
+        self._add_shift(n_targets)
+
+    def logits(self, index: torch.Tensor) -> torch.Tensor:
+        """``Linear(hidden, Z)(LeakyReLU(Linear(P, hidden)(onehot(index))))``."""
+        h = F.embedding(index, self.c1.weight.T) + self.c1.bias
+        return self.c2(F.leaky_relu(h, 0.2))
+
+
+class InterventionTable(_InterventionBase):
+    """Soft assignment of perturbation targets to latent factors from a free logit table.
+
+    ``bc = softmax(tau * L[target])`` with a learnable ``P x Z`` table ``L``: nothing is
+    shared between targets, so no common term can pull every target onto one factor.
+    With ``one_to_one`` and ``Z >= P``, target ``i`` starts on factor ``i`` (its logit
+    raised by ``margin``); otherwise the table starts as small noise and the balance
+    penalty of the module spreads the targets.
+
+    Parameters
+    ----------
+    n_targets
+        Number of single targets ``P``.
+    n_latent
+        Number of latent factors ``Z``.
+    one_to_one
+        Start target ``i`` on factor ``i`` when ``Z >= P``.
+    margin
+        Initial logit advantage of a target's own factor (one-to-one start).
+    init_std
+        Standard deviation of the normal initialisation of the table.
+    """
+
+    def __init__(
+        self,
+        n_targets: int,
+        n_latent: int,
+        one_to_one: bool = True,
+        margin: float = 1.0,
+        init_std: float = 0.01,
+    ):
+        super().__init__()
+        table = torch.randn(n_targets, n_latent) * init_std
+        self.one_to_one = bool(one_to_one and n_latent >= n_targets)
+        if self.one_to_one:
+            idx = torch.arange(n_targets)
+            table[idx, idx] += margin
+        self.table = nn.Parameter(table)
+        self._add_shift(n_targets)
+
+    def logits(self, index: torch.Tensor) -> torch.Tensor:
+        """Rows of the logit table."""
+        return self.table[index]
 
 
 class CausalLayer(nn.Module):

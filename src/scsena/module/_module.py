@@ -13,17 +13,35 @@ from torch import nn
 
 from scsena._constants import TENSORS
 
-from ._layers import CausalLayer, InterventionEncoder, MaskedLinear, init_linear_reference
-from ._losses import dag_l1, kl_divergence, mmd, mmd_bandwidths
+from ._layers import (
+    CausalLayer,
+    InterventionEncoder,
+    InterventionTable,
+    MaskedLinear,
+    init_linear_reference,
+)
+from ._losses import (
+    assignment_imbalance,
+    dag_l1,
+    kl_divergence,
+    mean_shift_error,
+    mmd,
+    mmd_bandwidths,
+)
 
 
 class SENAModule(BaseModuleClass):
-    """SENA-discrepancy-VAE network (SPEC section 3).
+    """SENA-discrepancy-VAE network.
 
     Encoder: pathway activities ``a`` (masked layer, or a dense layer for the
     ``"original"`` discrepancy-VAE ablation), ``h = LeakyReLU_0.2(a)``, mean and
     softplus variance heads. Intervention encoder and causal layer on the latent
     factors; a two-layer decoder that keeps the reference's final LeakyReLU.
+
+    The published model is ``assignment="mlp"``, ``prediction="direct"``,
+    ``lambda_mean=0``, ``lambda_balance=0``. The other settings are scsena's remedies
+    for its failure modes (targets collapsing onto one factor, mean shifts the MMD
+    does not see, over-smoothed generated cells).
 
     Parameters
     ----------
@@ -47,6 +65,25 @@ class SENAModule(BaseModuleClass):
         Weight of the L1 penalty on the DAG.
     kl_reference_scaling
         Divide the KL by the batch size once more, as the reference does.
+    assignment
+        ``"mlp"``: the reference intervention encoder (:class:`InterventionEncoder`);
+        ``"table"``: a free per-target logit table (:class:`InterventionTable`).
+    one_to_one
+        With ``assignment="table"`` and ``n_latent >= n_targets``: start target ``i``
+        on factor ``i``.
+    lambda_balance
+        Weight of the balance penalty :func:`assignment_imbalance` on the mean
+        assignment over all targets (0: off).
+    lambda_mean
+        Weight, relative to the MMD's, of the per-batch mean-shift term
+        :func:`mean_shift_error` (0: off). Batches are perturbation-pure, so it
+        matches each perturbation's mean response.
+    prediction
+        ``"direct"``: a perturbed cell is ``decode(u_int)`` (reference);
+        ``"residual"``: the counterfactual of its control cell ``x``,
+        ``max(x + decode(u_int) - decode(u), 0)`` (abduction of ``x``'s own deviation
+        from the decoder, as in an additive-noise causal model), so generated cells
+        keep the spread of real cells.
     """
 
     def __init__(
@@ -61,6 +98,11 @@ class SENAModule(BaseModuleClass):
         mmd_sigma: float = 200.0,
         lambda_l1: float = 0.1,
         kl_reference_scaling: bool = True,
+        assignment: Literal["mlp", "table"] = "mlp",
+        one_to_one: bool = True,
+        lambda_balance: float = 0.0,
+        lambda_mean: float = 0.0,
+        prediction: Literal["direct", "residual"] = "direct",
     ):
         super().__init__()
         n_terms = membership.shape[1]
@@ -73,6 +115,13 @@ class SENAModule(BaseModuleClass):
         self.mmd_sigma = mmd_sigma
         self.lambda_l1 = lambda_l1
         self.kl_reference_scaling = kl_reference_scaling
+        if prediction not in ("direct", "residual"):
+            raise ValueError(f"prediction must be 'direct' or 'residual', got {prediction!r}.")
+        if lambda_balance < 0 or lambda_mean < 0:
+            raise ValueError("lambda_balance and lambda_mean must be >= 0.")
+        self.prediction = prediction
+        self.lambda_balance = float(lambda_balance)
+        self.lambda_mean = float(lambda_mean)
         if encoder == "sena":
             self.fc1 = MaskedLinear(membership, sena_lambda)
         elif encoder == "original":
@@ -81,7 +130,12 @@ class SENAModule(BaseModuleClass):
             raise ValueError(f"encoder must be 'sena' or 'original', got {encoder!r}.")
         self.fc_mean = nn.Linear(n_terms, n_latent)
         self.fc_var = nn.Linear(n_terms, n_latent)
-        self.intervention = InterventionEncoder(n_targets, n_latent, n_hidden)
+        if assignment == "mlp":
+            self.intervention = InterventionEncoder(n_targets, n_latent, n_hidden)
+        elif assignment == "table":
+            self.intervention = InterventionTable(n_targets, n_latent, one_to_one=one_to_one)
+        else:
+            raise ValueError(f"assignment must be 'mlp' or 'table', got {assignment!r}.")
         self.causal = CausalLayer(n_latent)
         # not saved: derived from mmd_sigma; a buffer so it follows the module's device
         self.register_buffer(
@@ -145,17 +199,61 @@ class SENAModule(BaseModuleClass):
     def _get_generative_input(
         self, tensors: dict[str, torch.Tensor], inference_outputs: dict, **kwargs
     ) -> dict:
-        return {"z": inference_outputs["z"], "codes": tensors[TENSORS.CODES]}
+        return {
+            "z": inference_outputs["z"],
+            "codes": tensors[TENSORS.CODES],
+            "x": tensors[TENSORS.X_CONTROL],
+        }
 
     @auto_move_data
     def generative(
-        self, z: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0
+        self,
+        z: torch.Tensor,
+        codes: torch.Tensor,
+        temperature: float = 1.0,
+        x: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Interventional prediction ``y_hat`` and observational reconstruction ``x_hat``."""
+        """Interventional prediction ``y_hat`` and observational reconstruction ``x_hat``.
+
+        ``x`` (the control cells ``z`` was encoded from) is needed for
+        ``prediction="residual"``.
+        """
         z_int, bc = self.intervene(z, codes, temperature)
-        y_hat = self.decode(self.causal(z_int))
         x_hat = self.decode(self.causal(z))
+        y_hat = self._perturbed(self.decode(self.causal(z_int)), x, x_hat)
         return {"y_hat": y_hat, "x_hat": x_hat, "bc": bc}
+
+    def _perturbed(
+        self, y_dec: torch.Tensor, x: torch.Tensor | None, x_hat: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The perturbed cell from the decoded intervention (``prediction`` decides)."""
+        if self.prediction == "direct":
+            return y_dec
+        if x is None:
+            raise ValueError("prediction='residual' needs the control cells x.")
+        return F.relu(x + y_dec - x_hat)
+
+    def predict(
+        self,
+        z: torch.Tensor,
+        codes: torch.Tensor,
+        temperature: float = 1000.0,
+        x: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Perturbed cells from control cells' latents ``z`` (and, if residual, ``x``)."""
+        z_int, _ = self.intervene(z, codes, temperature)
+        y_dec = self.decode(self.causal(z_int))
+        x_hat = self.decode(self.causal(z)) if self.prediction == "residual" else None
+        return self._perturbed(y_dec, x, x_hat)
+
+    def loss_components(self) -> tuple[str, ...]:
+        """Names of the loss components reported besides the total."""
+        names = ("mmd", "mse", "kl", "l1")
+        if self.lambda_mean > 0:
+            names += ("mean_shift",)
+        if self.lambda_balance > 0:
+            names += ("balance",)
+        return names
 
     def loss(
         self,
@@ -164,8 +262,14 @@ class SENAModule(BaseModuleClass):
         generative_outputs: dict,
         alpha: float = 1.0,
         beta: float = 1.0,
+        temperature: float = 1.0,
     ) -> LossOutput:
-        """Loss ``alpha * MMD(y_hat, y) + MSE(x_hat, x) + beta * KL + lambda_G * L1``."""
+        """Loss ``alpha * MMD(y_hat, y) + MSE(x_hat, x) + beta * KL + lambda_G * L1``.
+
+        With ``lambda_mean > 0``, ``alpha * lambda_mean * mean_shift_error(y_hat, y)``
+        is added; with ``lambda_balance > 0``, ``lambda_balance * imbalance`` of the
+        assignment of all targets at ``temperature``.
+        """
         x = tensors[TENSORS.X_CONTROL]
         y = tensors[TENSORS.Y]
         term_mmd = mmd(generative_outputs["y_hat"], y, bandwidths=self.mmd_bandwidths)
@@ -176,4 +280,14 @@ class SENAModule(BaseModuleClass):
         term_l1 = dag_l1(self.causal.G)
         total = alpha * term_mmd + term_mse + beta * term_kl + self.lambda_l1 * term_l1
         extra = {"mmd": term_mmd, "mse": term_mse, "kl": term_kl, "l1": term_l1}
+        if self.lambda_mean > 0:
+            extra["mean_shift"] = mean_shift_error(generative_outputs["y_hat"], y)
+            total = total + alpha * self.lambda_mean * extra["mean_shift"]
+        if self.lambda_balance > 0:
+            n_targets = self.intervention.shift.shape[0]
+            index = torch.arange(n_targets, device=x.device)
+            extra["balance"] = assignment_imbalance(
+                self.intervention.assignment(index, temperature)
+            )
+            total = total + self.lambda_balance * extra["balance"]
         return LossOutput(loss=total, n_obs_minibatch=x.shape[0], extra_metrics=extra)

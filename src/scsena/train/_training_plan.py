@@ -12,20 +12,22 @@ from scsena._constants import TENSORS
 
 from ._schedules import Schedules
 
-#: Components of the loss returned by the module (besides the total).
-_COMPONENTS = ("mmd", "mse", "kl", "l1")
 #: Loss components whose epoch means the reference averages for model selection.
-SELECTION_COMPONENTS = ("loss", *_COMPONENTS)
+SELECTION_COMPONENTS = ("loss", "mmd", "mse", "kl", "l1")
 
 
 class SENATrainingPlan(TrainingPlan):
     """Lightning module for :class:`~scsena.module.SENAModule`.
 
-    Replaces scvi-tools' KL warm-up by the schedules of SPEC section 4: the MMD
-    weight ``alpha``, the KL weight ``beta`` and the softmax temperature ``tau`` are
-    set per epoch. Logs the epoch mean of the total loss and of each component
-    (``mmd``, ``mse``, ``kl``, ``l1``), with suffix ``_train`` (and ``_validation``),
-    and, as the reference does, keeps the weights of the best epoch.
+    Replaces scvi-tools' KL warm-up by SENA's schedules: the MMD weight ``alpha``,
+    the KL weight ``beta`` and the softmax temperature ``tau`` are set per epoch.
+    Logs the epoch mean of the total loss and of each component (``mmd``, ``mse``,
+    ``kl``, ``l1``, and ``mean_shift`` / ``balance`` when the module uses them), with
+    suffix ``_train`` (and ``_validation``), the assignment diagnostics
+    ``distinct_factors`` (latent factors that are some target's argmax) and
+    ``assignment_entropy`` (mean entropy of the targets' assignments at the epoch's
+    temperature, in nats), and, as the reference does, keeps the weights of the best
+    epoch.
 
     The per-batch losses are summed on the device and logged once per epoch, so a
     step costs no logging work and no device synchronisation (Lightning's per-step
@@ -77,6 +79,7 @@ class SENATrainingPlan(TrainingPlan):
         self.best_epoch: int | None = None
         self._best_state: dict | None = None
         self._sums: dict[str, torch.Tensor] = {}
+        self._components = tuple(module.loss_components())
 
     def _optimizer_creator_fn(self, optimizer_cls):
         """Adam / AdamW with the plan's settings, as one multi-tensor update per step.
@@ -120,11 +123,11 @@ class SENATrainingPlan(TrainingPlan):
             batch,
             inference_kwargs={"generator": self._noise(batch)},
             generative_kwargs={"temperature": tau},
-            loss_kwargs={"alpha": alpha, "beta": beta},
+            loss_kwargs={"alpha": alpha, "beta": beta, "temperature": tau},
         )
         n = out.n_obs_minibatch
         extra = out.extra_metrics
-        values = torch.stack([out.loss.detach()] + [extra[k].detach() for k in _COMPONENTS])
+        values = torch.stack([out.loss.detach()] + [extra[k].detach() for k in self._components])
         weighted = torch.cat([values.new_ones(1), values]) * n
         self._sums[mode] = weighted if mode not in self._sums else self._sums[mode] + weighted
         return out.loss
@@ -137,7 +140,7 @@ class SENATrainingPlan(TrainingPlan):
         if self.trainer.world_size > 1:
             sums = self.trainer.strategy.reduce(sums, reduce_op="sum")
         means = sums[1:] / sums[0]
-        names = SELECTION_COMPONENTS
+        names = ("loss", *self._components)
         log = {f"{k}_{mode}": means[i] for i, k in enumerate(names)}
         self.log_dict(log, on_epoch=True, prog_bar=False)
         if mode == "train":
@@ -169,6 +172,7 @@ class SENATrainingPlan(TrainingPlan):
         means = self._log_epoch("train")
         alpha, beta, tau = self.current_schedule()
         self.log_dict({"alpha": alpha, "beta": beta, "tau": tau}, on_epoch=True)
+        self.log_dict(self.assignment_diagnostics(tau), on_epoch=True)
         if self.select_best_epoch and means is not None:
             score = float(np.mean([means[c] for c in SELECTION_COMPONENTS]))
             if score < self.best_score:
@@ -176,10 +180,30 @@ class SENATrainingPlan(TrainingPlan):
                 self.best_epoch = int(self.current_epoch)
                 self._best_state = copy.deepcopy(self.module.state_dict())
 
-    def on_train_end(self) -> None:
-        """Restore the best epoch's weights."""
+    @torch.no_grad()
+    def assignment_diagnostics(self, temperature: float) -> dict[str, float]:
+        """``distinct_factors`` and ``assignment_entropy`` of the targets' assignments."""
+        intervention = self.module.intervention
+        index = torch.arange(intervention.shift.shape[0], device=intervention.shift.device)
+        bc = intervention.assignment(index, temperature)
+        entropy = -(bc * bc.clamp_min(1e-12).log()).sum(1).mean()
+        return {
+            "distinct_factors": float(bc.argmax(1).unique().numel()),
+            "assignment_entropy": float(entropy),
+        }
+
+    def restore_best_state(self) -> None:
+        """Load the best epoch's weights into the module (nothing without a best epoch).
+
+        Called when training ends, and by the model after a run that Lightning did not
+        end normally (interrupted, or resumed from a finished run's checkpoint).
+        """
         if self.select_best_epoch and self._best_state is not None:
             self.module.load_state_dict(self._best_state)
+
+    def on_train_end(self) -> None:
+        """Restore the best epoch's weights."""
+        self.restore_best_state()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Store the best epoch so far, so a resumed run selects as an uninterrupted one."""
