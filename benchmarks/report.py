@@ -1,14 +1,17 @@
-"""Evaluation report: SENA, the original encoder, SENA at several lambda, and baselines.
+"""Evaluation report: the reference preset, scsena's default, its ablations and baselines.
 
 Trains each configuration over several seeds on the same data and folds, evaluates
 every run and the baselines (control, additive) with :func:`scsena.evaluate.evaluate_model`,
-and writes a markdown table (mean +- sd over seeds) plus the tidy results.
+and writes a markdown report (mean +- sd over seeds) plus the tidy results.
 
-Simulator at Norman-like size (default; fewer cells than Norman so it fits a CPU):
+Simulator settings (fewer cells than Norman so that it fits a CPU):
 
-    python benchmarks/report.py --out docs/results.md
+    python benchmarks/report.py --jobs 2 --out docs/results.md
 
-The real Norman 2019 file (CPA's ``Norman2019_raw.h5ad`` or pertpy's ``norman_2019``):
+``standard`` is the simulator's default (doubles close to additive);
+``nonadditive`` has a dense causal DAG and strong interactions, so doubles are far from
+the sum of their singles. The real Norman 2019 file (CPA's ``Norman2019_raw.h5ad`` or
+pertpy's ``norman_2019``):
 
     python benchmarks/report.py --norman path/to/Norman2019_raw.h5ad --epochs 100 --out results.md
 """
@@ -17,34 +20,63 @@ from __future__ import annotations
 
 import argparse
 import logging
+import multiprocessing
 import os
 import platform
 import shlex
 import sys
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 import pandas as pd
 
 import scsena
-from scsena.evaluate import combine, evaluate_model, seed_summary
+from scsena.evaluate import EvaluationResult, combine, evaluate_model, seed_summary
 from scsena.metrics import random_recall
 
+#: Configurations: model arguments and train arguments.
 CONFIGS = {
-    "sena (lambda=0)": {"encoder": "sena", "sena_lambda": 0.0},
-    "sena (lambda=0.1)": {"encoder": "sena", "sena_lambda": 0.1},
-    "original (discrepancy-VAE encoder)": {"encoder": "original"},
+    "reference": {"model": {"preset": "reference"}},
+    "scsena": {"model": {}},
+    "scsena, dense encoder": {"model": {"encoder": "original"}},
+    "reference, dense encoder": {"model": {"preset": "reference", "encoder": "original"}},
+    "scsena - table (MLP assignment)": {"model": {"assignment": "mlp"}},
+    "scsena - table, - balance": {"model": {"assignment": "mlp", "lambda_balance": 0.0}},
+    "scsena - mean-shift term": {"model": {"lambda_mean": 0.0}},
+    "scsena - residual (decoded cells)": {"model": {"prediction": "direct"}},
+    "scsena + best-epoch selection": {"model": {}, "train": {"select_best_epoch": True}},
+}
+MAIN = ["reference", "scsena", "scsena, dense encoder"]
+ABLATIONS = [
+    "scsena",
+    "scsena - table (MLP assignment)",
+    "scsena - table, - balance",
+    "scsena - mean-shift term",
+    "scsena - residual (decoded cells)",
+    "scsena + best-epoch selection",
+]
+#: Simulator settings.
+SETTINGS = {
+    "standard": {},
+    "nonadditive": {"interaction_strength": 1.5, "dag_density": 0.5},
 }
 METRICS = [
-    ("ref_mmd", "MMD (reference protocol)"),
+    ("ref_mmd", "MMD (published protocol)"),
+    ("batch_mmd", "MMD (per-batch average)"),
     ("mmd", "MMD"),
     ("energy", "energy distance"),
+    ("l2_top1000", "L2 of means (top-1000 expressed)"),
     ("pearson_delta", "delta-Pearson (all genes)"),
     ("pearson_delta_de", "delta-Pearson (top-20 DEGs)"),
-    ("l2_top1000", "L2 of means (top-1000 expressed)"),
+    ("spread_ratio", "spread ratio"),
+]
+SHORT = [m for m in METRICS if m[0] in ("mmd", "energy", "l2_top1000", "pearson_delta_de")]
+ASSIGN = [
+    ("distinct_factors", "distinct factors"),
+    ("assignment_recovery", "true assignment recovered"),
 ]
 INTERP = [("recall@25", "recall@25"), ("recall@100", "recall@100"), ("z_diff", "z-diff")]
-
 
 #: Heading of the hand-written reading of the tables, kept when the report is rewritten.
 NOTES_HEADING = "## Reading the tables honestly"
@@ -57,7 +89,7 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def load_data(args: argparse.Namespace):
+def load_data(args: argparse.Namespace, setting: str):
     if args.norman:
         return scsena.datasets.norman2019(args.norman)
     return scsena.datasets.simulate_perturbseq(
@@ -66,7 +98,58 @@ def load_data(args: argparse.Namespace):
         n_targets=args.n_targets,
         n_doubles=args.n_doubles,
         seed=args.data_seed,
+        **SETTINGS[setting],
     )
+
+
+def run_one(args: argparse.Namespace, setting: str, name: str, seed: int, baselines: bool):
+    """Train and evaluate one configuration; returns the results and a description."""
+    _quiet()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    adata = load_data(args, setting)
+    scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids")
+    config = CONFIGS[name]
+    model = scsena.SENAVAE(adata, seed=seed, **config["model"])
+    t = time.perf_counter()
+    model.train(
+        **{
+            "max_epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "logger": False,
+            "enable_checkpointing": False,
+            **config.get("train", {}),
+        }
+    )
+    seconds = time.perf_counter() - t
+    res = evaluate_model(
+        model,
+        adata,
+        name=name,
+        baselines=("control", "additive") if baselines else (),
+        max_cells=args.max_cells,
+        seed=seed,
+    )
+    folds = adata.obs["scsena_fold"].value_counts()
+    desc = {
+        "n_obs": adata.n_obs,
+        "n_vars": adata.n_vars,
+        "n_targets": len(model.targets_),
+        "n_terms": len(model.term_ids_),
+        "heldout": list(model.heldout_),
+        "folds": {k: int(folds.get(k, 0)) for k in ("train", "test", "double", "control")},
+    }
+    double = res.table(["mmd", "l2_top1000"]).loc[name]
+    print(
+        f"[{setting}] seed {seed} {name}: trained {seconds:.0f} s, double MMD "
+        f"{double['mmd']:.3f}, L2 {double['l2_top1000']:.2f}",
+        flush=True,
+    )
+    return setting, name, seed, res.results, seconds, desc
 
 
 def fmt(mean: float, sd: float) -> str:
@@ -92,96 +175,116 @@ def markdown(summary: pd.DataFrame, methods: list[str], fold: str, metrics) -> s
     return "\n".join(lines)
 
 
+def section(setting: str, args, summary, configs, desc, timings) -> list[str]:
+    """The markdown of one data setting."""
+    methods = list(configs) + ["additive", "control"]
+    f = desc["folds"]
+    data = (
+        f"Norman 2019 ({args.norman})"
+        if args.norman
+        else (
+            f"simulator `{setting}` ({SETTINGS[setting] or 'defaults'}): {desc['n_obs']} "
+            f"cells x {desc['n_vars']} genes, {desc['n_targets']} single targets, "
+            f"{args.n_doubles} doubles (data seed {args.data_seed})"
+        )
+    )
+    out = [
+        f"## Setting: {setting}",
+        "",
+        f"Data: {data}. Gene sets: SENA's GO BP preset, {desc['n_terms']} terms kept (>= 5 "
+        f"genes). Folds: train {f['train']}, test {f['test']} "
+        f"({', '.join(desc['heldout'])} held out at 20%), double {f['double']}, control "
+        f"{f['control']} cells. Training time per run: "
+        + ", ".join(f"{k} {sum(v) / len(v):.0f} s" for k, v in timings.items())
+        + ".",
+        "",
+    ]
+    for fold, title in (
+        ("double", "Unseen double perturbations (double fold)"),
+        ("test", "Held-out cells of seen single perturbations (test fold)"),
+        ("train", "Training fold (single perturbations seen in training)"),
+    ):
+        out += [f"### {title}", "", markdown(summary, methods, fold, METRICS), ""]
+    out += [
+        "### Intervention targets and interpretability",
+        "",
+        markdown(summary, list(configs), "train", ASSIGN + INTERP),
+        "",
+        f"Random ranking: recall@25 = {random_recall(desc['n_terms'], 25):.3f}, "
+        f"recall@100 = {random_recall(desc['n_terms'], 100):.3f}.",
+        "",
+    ]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--norman", default=None, help="Path to a Norman 2019 .h5ad file.")
-    parser.add_argument("--n-cells", type=int, default=16_000)
-    parser.add_argument("--n-genes", type=int, default=5_000)
-    parser.add_argument("--n-targets", type=int, default=105)
-    parser.add_argument("--n-doubles", type=int, default=130)
+    parser.add_argument("--n-cells", type=int, default=6_000)
+    parser.add_argument("--n-genes", type=int, default=1_000)
+    parser.add_argument("--n-targets", type=int, default=12)
+    parser.add_argument("--n-doubles", type=int, default=8)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-cells", type=int, default=200, help="Cells per perturbation.")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads.")
+    parser.add_argument("--max-cells", type=int, default=300, help="Cells per perturbation.")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--configs", nargs="+", default=MAIN, choices=list(CONFIGS))
+    parser.add_argument(
+        "--ablations",
+        nargs="*",
+        default=ABLATIONS,
+        choices=list(CONFIGS),
+        help="Configurations compared on the first setting only (none: skip).",
+    )
+    parser.add_argument("--jobs", type=int, default=1, help="Runs trained in parallel.")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run.")
     parser.add_argument("--out", default="docs/results.md")
     parser.add_argument("--tsv", default=None, help="Tidy results (default: next to --out).")
     args = parser.parse_args()
     _quiet()
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    if args.norman:
+        args.settings = args.settings[:1]
     command = "python benchmarks/report.py " + shlex.join(sys.argv[1:])
     t_start = time.perf_counter()
 
-    results, seeds, timings, de_cache = [], [], {}, {}
-    baselines_done = set()
-    for seed in args.seeds:
-        for name in args.configs:
-            adata = load_data(args)
-            scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids")
-            model = scsena.SENAVAE(adata, seed=seed, **CONFIGS[name])
-            t = time.perf_counter()
-            model.train(
-                max_epochs=args.epochs,
-                batch_size=args.batch_size,
-                enable_progress_bar=False,
-                enable_model_summary=False,
-                logger=False,
-                enable_checkpointing=False,
-            )
-            timings.setdefault(name, []).append(time.perf_counter() - t)
-            with_baselines = seed not in baselines_done
-            res = evaluate_model(
-                model,
-                adata,
-                name=name,
-                baselines=("control", "additive") if with_baselines else (),
-                max_cells=args.max_cells,
-                seed=seed,
-                de_cache=de_cache,
-            )
-            baselines_done.add(seed)
-            results.append(res)
-            seeds.append(seed)
-            print(
-                f"seed {seed} {name}: trained {timings[name][-1]:.0f} s, "
-                f"double MMD {res.table(['mmd']).loc[name, 'mmd']:.3f}",
-                flush=True,
-            )
-    both = combine(results, seeds)
-    summary = seed_summary(both)
-    tsv = args.tsv or os.path.splitext(args.out)[0] + ".tsv"
-    both.results.to_csv(tsv, sep="\t", index=False)
+    plan = []
+    for i, setting in enumerate(args.settings):
+        configs = list(dict.fromkeys(args.configs + (args.ablations if i == 0 else [])))
+        for seed in args.seeds:
+            plan += [(setting, name, seed, j == 0) for j, name in enumerate(configs)]
+    if args.jobs > 1:
+        args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(args.jobs, mp_context=spawn) as pool:
+            done = list(pool.map(run_one, *zip(*[(args, *p) for p in plan])))
+    else:
+        done = [run_one(args, *p) for p in plan]
 
-    n_targets = len(model.targets_)
-    folds = adata.obs["scsena_fold"].value_counts()
-    methods = list(args.configs) + ["additive", "control"]
-    data_desc = (
-        f"Norman 2019 ({args.norman})"
-        if args.norman
-        else (
-            f"simulator: {adata.n_obs} cells x {adata.n_vars} genes, {n_targets} single "
-            f"targets, {args.n_doubles} doubles (data seed {args.data_seed})"
-        )
-    )
+    frames, seeds, timings, descs = {}, {}, {}, {}
+    for setting, name, seed, results, seconds, desc in done:
+        frames.setdefault(setting, []).append(EvaluationResult(results))
+        seeds.setdefault(setting, []).append(seed)
+        timings.setdefault(setting, {}).setdefault(name, []).append(seconds)
+        descs[setting] = desc
+    tsv = args.tsv or os.path.splitext(args.out)[0] + ".tsv"
+    tables, summaries = [], {}
+    for setting in args.settings:
+        both = combine(frames[setting], seeds[setting])
+        both.results.insert(0, "setting", setting)
+        tables.append(both.results)
+        summaries[setting] = seed_summary(both)
+    pd.concat(tables, ignore_index=True).to_csv(tsv, sep="\t", index=False)
+
     out = [
-        "# Results: SENA, its ablations and baselines",
+        "# Results: the reference preset, scsena's default, ablations and baselines",
         "",
-        f"Data: {data_desc}. Gene sets: SENA's GO BP preset, {len(model.term_ids_)} terms "
-        f"kept (>= 5 genes). Folds: train {folds.get('train', 0)}, test "
-        f"{folds.get('test', 0)} ({', '.join(model.heldout_)} held out at 20%), double "
-        f"{folds.get('double', 0)}, control {folds.get('control', 0)} cells.",
-        f"Training: {args.epochs} epochs (reference schedules compressed to {args.epochs} "
-        f"epochs), batch {args.batch_size}, seeds {args.seeds}; inference temperature 1000. "
-        f"Up to {args.max_cells} cells per perturbation are compared.",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores; total "
-        f"{(time.perf_counter() - t_start) / 60:.0f} min. Training time per run: "
-        + ", ".join(f"{k} {sum(v) / len(v):.0f} s" for k, v in timings.items())
-        + ".",
+        f"Training: {args.epochs} epochs (schedules spanning {args.epochs} epochs), batch "
+        f"{args.batch_size}, seeds {args.seeds}; inference temperature 1000. Up to "
+        f"{args.max_cells} cells per perturbation are compared. Machine: "
+        f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} run(s) at a time; total "
+        f"{(time.perf_counter() - t_start) / 60:.0f} min.",
         "",
         "Command:",
         "",
@@ -190,27 +293,39 @@ def main() -> None:
         "```",
         "",
         "Values are means over perturbations, then mean ± sd over seeds (baselines are "
-        "computed once per seed, on that seed's control draws). Lower is better for MMD, energy "
-        "and L2; higher for Pearson, recall and z-diff. `MMD (reference protocol)` is the "
-        "paper's number: batch-averaged over perturbation-pure batches of 32 with random "
-        "control partners; `MMD` compares up to the cap of cells per perturbation at once.",
-        "",
-        "## Unseen double perturbations (double fold)",
-        "",
-        markdown(summary, methods, "double", METRICS),
-        "",
-        "## Held-out cells of seen single perturbations (test fold)",
-        "",
-        markdown(summary, methods, "test", METRICS),
-        "",
-        "## Interpretability (activation-score test, single perturbations)",
-        "",
-        markdown(summary, list(args.configs), "train", INTERP),
-        "",
-        f"Random ranking: recall@25 = {random_recall(len(model.term_ids_), 25):.3f}, "
-        f"recall@100 = {random_recall(len(model.term_ids_), 100):.3f}.",
+        "computed once per seed, on that seed's control draws). Lower is better for MMD, "
+        "energy and L2; higher for Pearson, recall and z-diff; a spread ratio of 1 means "
+        "generated cells vary as much as real ones. `MMD (published protocol)` is the "
+        "published evaluation loop (perturbation-pure batches of 32 with random control "
+        "partners, stacked in chunks of 10 batches, mean over chunks; one value per fold); "
+        "`MMD (per-batch average)` averages one MMD per batch of 32; `MMD` compares up to "
+        'the cap of cells per perturbation at once. `reference` is `preset="reference"` '
+        "(the published model); `scsena` is the default preset.",
         "",
     ]
+    for i, setting in enumerate(args.settings):
+        configs = list(args.configs)
+        out += section(setting, args, summaries[setting], configs, descs[setting], timings[setting])
+        if i == 0 and args.ablations:
+            ablations = [a for a in args.ablations if a in timings[setting]]
+            out += [
+                f"### Ablations of the default ({setting})",
+                "",
+                "Each row removes (-) or adds (+) one remedy of the default preset.",
+                "",
+                "Double fold:",
+                "",
+                markdown(summaries[setting], ablations + ["additive", "control"], "double", SHORT),
+                "",
+                "Test fold:",
+                "",
+                markdown(summaries[setting], ablations + ["additive", "control"], "test", SHORT),
+                "",
+                "Assignment and interpretability:",
+                "",
+                markdown(summaries[setting], ablations, "train", ASSIGN + INTERP),
+                "",
+            ]
     # keep the hand-written reading of an earlier report (check it against the new tables)
     notes = ""
     if os.path.exists(args.out):

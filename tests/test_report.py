@@ -33,7 +33,8 @@ def test_report_runs_on_a_norman_schema_file(tmp_path, monkeypatch):
         "--seeds",
         "0",
         "--configs",
-        "sena (lambda=0)",
+        "scsena",
+        "--ablations",
         "--max-cells",
         "30",
         "--out",
@@ -43,7 +44,8 @@ def test_report_runs_on_a_norman_schema_file(tmp_path, monkeypatch):
     runpy.run_path(str(ROOT / "benchmarks" / "report.py"), run_name="__main__")
     text = out.read_text()
     assert "Norman 2019" in text
-    for section in ("Unseen double perturbations", "test fold", "activation-score"):
+    for section in ("Unseen double perturbations", "test fold", "Training fold", "recall@25"):
         assert section in text
-    assert "| additive |" in text and "| sena (lambda=0) |" in text
+    assert "| additive |" in text and "| scsena |" in text
+    assert "MMD (published protocol)" in text and "MMD (per-batch average)" in text
     assert (tmp_path / "results.tsv").exists()
