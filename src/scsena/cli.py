@@ -10,10 +10,29 @@ import time
 import warnings
 from collections.abc import Sequence
 
+#: Options of ``train`` that ``evaluate`` and ``activity`` take from a run's config.json:
+#: where the data are and how they were set up (never where to write).
+_CONFIG_DATA_KEYS = (
+    "data",
+    "dataset",
+    "sim_cells",
+    "sim_genes",
+    "sim_targets",
+    "sim_doubles",
+    "sim_seed",
+    "perturbation_key",
+    "control_value",
+    "delimiter",
+    "layer",
+    "gene_sets",
+    "min_genes",
+)
+
 
 def _quiet() -> None:
+    """Silence third-party warnings and logs; scsena's own warnings stay visible."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(?!scsena(\.|$))")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi"):
@@ -89,6 +108,22 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _load_data(args: argparse.Namespace):
     """The AnnData named by ``--data`` (a path, or ``simulate``), in the canonical schema."""
     import anndata as ad
@@ -103,15 +138,21 @@ def _load_data(args: argparse.Namespace):
             n_doubles=args.sim_doubles,
             seed=args.sim_seed,
         )
-    if args.dataset == "norman2019":
-        return scsena.datasets.norman2019(args.data)
-    if args.dataset == "wessel2023":
-        return scsena.datasets.wessel2023_hek293(args.data)
-    if not os.path.exists(args.data):
+    readers = {
+        "norman2019": scsena.datasets.norman2019,
+        "wessel2023": scsena.datasets.wessel2023_hek293,
+    }
+    if args.dataset not in readers and not os.path.exists(args.data):
         raise SystemExit(
             f"error: --data {args.data!r} does not exist (a .h5ad path or 'simulate')."
         )
-    return ad.read_h5ad(args.data)
+    try:
+        return readers.get(args.dataset, ad.read_h5ad)(args.data)
+    except Exception as err:  # noqa: BLE001 - any unreadable input: one line, no traceback
+        raise SystemExit(
+            f"error: --data {args.data!r} could not be read as {args.dataset} data "
+            f"({_one_line(err)})."
+        ) from None
 
 
 def _setup(adata, args: argparse.Namespace) -> None:
@@ -146,13 +187,17 @@ def _train(args: argparse.Namespace) -> int:
 
     import scsena
 
+    _refuse_existing_run(args)
+    adata = _load_data(args)
+    _setup(adata, args)
     os.makedirs(args.save_dir, exist_ok=True)
     config = {k: v for k, v in vars(args).items() if k != "func"}
     with open(os.path.join(args.save_dir, "config.json"), "w") as fh:
         json.dump(config, fh, indent=2)
-    for seed in args.seeds:
-        adata = _load_data(args)
-        _setup(adata, args)
+    for i, seed in enumerate(args.seeds):
+        if i:
+            adata = _load_data(args)
+            _setup(adata, args)
         model = scsena.SENAVAE(
             adata,
             n_latent=args.latent_dim,
@@ -196,6 +241,81 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_existing_run(args: argparse.Namespace) -> None:
+    """Without ``--overwrite``, refuse a save directory holding a run, before any work."""
+    if args.overwrite:
+        return
+    names = ["config.json", *(f"seed{seed}" for seed in args.seeds)]
+    found = [n for n in names if os.path.exists(os.path.join(args.save_dir, n))]
+    if found:
+        raise SystemExit(
+            f"error: --save-dir {args.save_dir!r} already holds a run ({', '.join(found)}); "
+            "pass --overwrite to replace it, or choose another --save-dir."
+        )
+
+
+def _train_options() -> dict[str, argparse.Action]:
+    """The options of ``scsena train`` by destination (all keys its config.json may hold)."""
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {a.dest: a for a in sub.choices["train"]._actions if a.dest != "help"}
+
+
+def _config_value_ok(value, action: argparse.Action) -> bool:
+    if value is None:
+        return action.default is None and not action.required
+    if isinstance(action, argparse._StoreTrueAction):
+        return isinstance(value, bool)
+    if action.nargs in ("*", "+"):
+        return isinstance(value, list) and all(_config_scalar_ok(v, action) for v in value)
+    return _config_scalar_ok(value, action)
+
+
+def _config_scalar_ok(value, action: argparse.Action) -> bool:
+    kind = action.type or str
+    python_type = {str: str, int: int, _positive_int: int, float: (int, float)}.get(
+        kind, (str, int, float)
+    )
+    if isinstance(value, bool) or not isinstance(value, python_type):
+        return False
+    if action.choices is not None and value not in action.choices:
+        return False
+    try:
+        kind(str(value))
+    except (TypeError, ValueError, argparse.ArgumentTypeError):
+        return False
+    return True
+
+
+def _read_config(model_dir: str) -> dict:
+    """A run's config.json: only ``scsena train`` options, each of its type."""
+    import json
+
+    path = os.path.join(model_dir, "config.json")
+    try:
+        with open(path) as fh:
+            config = json.load(fh)
+    except (OSError, ValueError) as err:
+        raise SystemExit(
+            f"error: cannot read {path!r} ({_one_line(err)}); it is written by `scsena train`."
+        ) from None
+    if not isinstance(config, dict):
+        raise SystemExit(f"error: {path!r} is not a `scsena train` config (not a JSON object).")
+    options = _train_options()
+    unknown = sorted(set(config) - set(options) - {"command"})
+    if unknown:
+        raise SystemExit(
+            f"error: {path!r} holds unknown option(s) {unknown}; it was not written by "
+            "`scsena train` of this version. Remove them, or pass the data options "
+            "(--data ...) directly."
+        )
+    bad = sorted(k for k in options if k in config and not _config_value_ok(config[k], options[k]))
+    if bad:
+        shown = ", ".join(f"{k}={config[k]!r}" for k in bad)
+        raise SystemExit(f"error: {path!r} holds values of the wrong type or range: {shown}.")
+    return config
+
+
 def _run_dirs(model_dir: str) -> list[tuple[int, str]]:
     import glob
     import re
@@ -213,19 +333,25 @@ def _run_dirs(model_dir: str) -> list[tuple[int, str]]:
 
 
 def _load_run(args: argparse.Namespace, run_dir: str):
-    import json
-
     import pandas as pd
 
     import scsena
 
-    with open(os.path.join(args.model_dir, "config.json")) as fh:
-        config = json.load(fh)
-    for key, value in config.items():
-        if getattr(args, key, None) is None:
-            setattr(args, key, value)
+    config = _read_config(args.model_dir)
+    for key in _CONFIG_DATA_KEYS:
+        if getattr(args, key, None) is None and key in config:
+            setattr(args, key, config[key])
+    if args.data is None:
+        raise SystemExit(
+            f"error: the config.json of {args.model_dir!r} names no data; pass --data."
+        )
     adata = _load_data(args)
-    model = scsena.SENAVAE.load(os.path.join(run_dir, "model"), adata=adata)
+    try:
+        model = scsena.SENAVAE.load(
+            os.path.join(run_dir, "model"), adata=adata, trusted=args.trusted
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {' '.join(str(err).split())}") from None
     folds = pd.read_csv(os.path.join(run_dir, "folds.tsv"), sep="\t", index_col=0)
     adata.obs["scsena_fold"] = pd.Categorical(
         folds["scsena_fold"].reindex(adata.obs_names).to_numpy(),
@@ -258,11 +384,13 @@ def _activity(args: argparse.Namespace) -> int:
     seed, run_dir = _run_dirs(args.model_dir)[0]
     model, adata = _load_run(args, run_dir)
     bp = model.pathway_activity_anndata(adata)
-    out = args.out or os.path.join(run_dir, "activity.h5ad")
+    stem = args.out or os.path.join(run_dir, "activity.h5ad")
+    stem = stem[: -len(".h5ad")] if stem.endswith(".h5ad") else stem
+    out = f"{stem}.h5ad"
     bp.write_h5ad(out)
     metrics, scores = model.activation_test(adata, method=args.method, return_scores=True)
-    metrics.to_csv(out.replace(".h5ad", "_test.tsv"), sep="\t", index=False)
-    scores.to_csv(out.replace(".h5ad", "_scores.tsv"), sep="\t")
+    metrics.to_csv(f"{stem}_test.tsv", sep="\t", index=False)
+    scores.to_csv(f"{stem}_scores.tsv", sep="\t")
     print(
         f"[activity] {bp.n_obs} cells x {bp.n_vars} BPs -> {out}; recall@25 "
         f"{metrics['recall@25'].mean():.3f}, z-diff {metrics['z_diff'].mean():.3f}"
@@ -297,6 +425,15 @@ def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--sim-seed", type=int, default=d(0))
 
 
+def _trusted_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trusted",
+        action="store_true",
+        help="Also load model files of older scsena versions. Their loading can run code "
+        "stored in the file: use only for runs from a trusted source.",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``scsena`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -310,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--n-genes", type=int, default=1000)
     demo.add_argument("--n-targets", type=int, default=20)
     demo.add_argument("--n-doubles", type=int, default=10)
-    demo.add_argument("--epochs", type=int, default=30)
+    demo.add_argument("--epochs", type=_positive_int, default=30)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--accelerator", default="auto")
     demo.add_argument("--mask-only", action="store_true", help="Stop after the mask.")
@@ -336,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--alpha-max", type=float, default=1.0)
     train.add_argument("--beta-max", type=float, default=1.0)
     train.add_argument("--tau-max", type=float, default=100.0)
-    train.add_argument("--epochs", type=int, default=100)
-    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--epochs", type=_positive_int, default=100)
+    train.add_argument("--batch-size", type=_positive_int, default=32)
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--grad-clip", type=float, default=None, help="Reference option: 0.5.")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -361,6 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="Output directory (default: --model-dir).")
     ev.add_argument("--name", default="sena")
     ev.add_argument("--n-de-genes", type=int, default=20)
+    _trusted_arg(ev)
     ev.set_defaults(func=_evaluate)
 
     act = sub.add_parser("activity", help="Pathway activities and the activation-score test.")
@@ -368,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(act, required=False)
     act.add_argument("--out", default=None, help="Output .h5ad (default: in the run directory).")
     act.add_argument("--method", choices=["mean_diff", "ttest"], default="mean_diff")
+    _trusted_arg(act)
     act.set_defaults(func=_activity)
     return parser
 
@@ -375,8 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``scsena`` command."""
     args = build_parser().parse_args(argv)
-    _quiet()
-    return int(args.func(args) or 0)
+    with warnings.catch_warnings():
+        _quiet()
+        return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

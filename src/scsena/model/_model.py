@@ -87,7 +87,7 @@ def _versions() -> dict[str, str]:
         "scsena": version("scsena"),
         "scvi-tools": version("scvi-tools"),
         "torch": torch.__version__,
-        "anndata": ad.__version__,
+        "anndata": version("anndata"),
     }
 
 
@@ -140,21 +140,18 @@ def _drop_scvi_checkpoint(trainer, ours: Sequence) -> None:
 
 
 def _mlflow_logger(checkpoint_dir: str | Path | None):
-    """MLflow logger writing where the user said: ``MLFLOW_TRACKING_URI``, else the
-    checkpoint directory, else a new temporary directory (with a warning)."""
+    """MLflow logger writing where the user said: the checkpoint directory, else a new
+    temporary directory (with a warning); never the current directory."""
     from scsena.tracking import mlflow_logger
 
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return mlflow_logger(tracking_uri=uri)
     if checkpoint_dir is not None:
         return mlflow_logger(directory=checkpoint_dir)
     directory = tempfile.mkdtemp(prefix="scsena-mlflow-")
     warnings.warn(
         f"log_to='mlflow' without checkpoint_dir: the MLflow store is written to the "
         f"temporary directory {directory!r}. Pass `checkpoint_dir=` to keep it with the "
-        "run, set MLFLOW_TRACKING_URI, or pass "
-        "`logger=scsena.tracking.mlflow_logger(directory=...)`.",
+        "run, or `logger=scsena.tracking.mlflow_logger(directory=...)` (or "
+        "`tracking_uri=...` for a server).",
         UserWarning,
         stacklevel=3,
     )
