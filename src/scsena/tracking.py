@@ -32,7 +32,7 @@ def mlflow_logger(
     run_name
         Name of the run.
     directory
-        Where the default local store lives.
+        Where the default local store (and its artifacts, ``mlartifacts/``) lives.
     **kwargs
         Passed to :class:`~lightning.pytorch.loggers.MLFlowLogger`.
 
@@ -52,6 +52,10 @@ def mlflow_logger(
         ) from err
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     uri = tracking_uri or default_tracking_uri(directory)
+    if tracking_uri is None:
+        # artifacts next to the store, not in ./mlruns of the current directory
+        artifacts = Path(directory).resolve() / "mlartifacts"
+        kwargs.setdefault("artifact_location", artifacts.as_uri())
     return MLFlowLogger(
         experiment_name=experiment_name, tracking_uri=uri, run_name=run_name, **kwargs
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import tempfile
 import warnings
@@ -140,8 +139,11 @@ def _drop_scvi_checkpoint(trainer, ours: Sequence) -> None:
 
 
 def _mlflow_logger(checkpoint_dir: str | Path | None):
-    """MLflow logger writing where the user said: the checkpoint directory, else a new
-    temporary directory (with a warning); never the current directory."""
+    """An MLflow logger that writes where the user said, never to the current directory.
+
+    The store goes to the checkpoint directory, else to a new temporary directory
+    (with a warning).
+    """
     from scsena.tracking import mlflow_logger
 
     if checkpoint_dir is not None:

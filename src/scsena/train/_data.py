@@ -381,8 +381,10 @@ class PerturbationDataModule(pl.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         if trainer is not None:
             # Lightning creates the first iterator before it sets the sampler epoch; a run
-            # resumed from a checkpoint must start from the restored epoch's permutation
-            loader.sampler.set_epoch(trainer.current_epoch)
+            # resumed from a checkpoint must start from the restored epoch's permutation.
+            # A checkpoint written at an epoch's end counts that epoch as processed but
+            # not yet completed, so the next epoch to run is the processed count.
+            loader.sampler.set_epoch(trainer.fit_loop.epoch_progress.current.processed)
         if len(loader.sampler) == 0:
             raise ValueError(
                 f"No training batch: every perturbation has fewer than batch_size="
