@@ -1,10 +1,17 @@
 """Command line: demo, train -> evaluate -> activity, MLflow tracking."""
 
 import json
+import os
+import shutil
+from pathlib import Path
 
+import anndata as ad
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
+import scsena
 from scsena.cli import main
 
 SIM = [
@@ -132,3 +139,125 @@ def test_evaluate_without_runs_is_a_clear_error(tmp_path):
 def test_missing_data_file_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="does not exist"):
         main(["train", "--data", str(tmp_path / "nope.h5ad"), "--save-dir", str(tmp_path / "o")])
+
+
+# --------------------------------------------------------------- hostile and careless use
+SMALL = [
+    "--data",
+    "simulate",
+    "--sim-cells",
+    "400",
+    "--sim-genes",
+    "200",
+    "--sim-targets",
+    "4",
+    "--sim-doubles",
+    "2",
+]
+
+
+@pytest.fixture(scope="module")
+def _small_run(tmp_path_factory):
+    save = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", *SMALL, "--epochs", "1", "--save-dir", str(save)]) == 0
+    return save
+
+
+@pytest.fixture
+def small_run(_small_run, tmp_path):
+    """A copy of a one-epoch CLI run, free to change."""
+    return Path(shutil.copytree(_small_run, tmp_path / "run"))
+
+
+@pytest.fixture
+def no_cwd_writes():
+    before = set(os.listdir())
+    yield
+    assert set(os.listdir()) == before
+
+
+class _Payload:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').close()",))
+
+
+@pytest.mark.parametrize("command", ["evaluate", "activity"])
+def test_cli_refuses_malicious_model(small_run, tmp_path, command, no_cwd_writes):
+    file = small_run / "seed0" / "model" / "model.pt"
+    saved = torch.load(file, weights_only=True)
+    marker = tmp_path / "payload-ran"
+    saved["extra"] = _Payload(marker)
+    torch.save(saved, file)
+    with pytest.raises(SystemExit, match="Refusing to load .*--trusted") as err:
+        main([command, "--model-dir", str(small_run)])
+    assert "\n" not in str(err.value)
+    assert not marker.exists()
+
+
+def test_cli_config_cannot_redirect_writes(small_run, tmp_path, no_cwd_writes):
+    config_file = small_run / "config.json"
+    config = json.loads(config_file.read_text())
+    elsewhere = tmp_path / "elsewhere"
+    config_file.write_text(json.dumps({**config, "out": str(elsewhere)}))
+    with pytest.raises(SystemExit, match=r"unknown option\(s\) \['out'\]"):
+        main(["activity", "--model-dir", str(small_run)])
+    config_file.write_text(json.dumps({**config, "sim_cells": "400"}))
+    with pytest.raises(SystemExit, match="wrong type.*sim_cells='400'"):
+        main(["activity", "--model-dir", str(small_run)])
+    # a known option naming another directory is not followed
+    config_file.write_text(json.dumps({**config, "save_dir": str(elsewhere)}))
+    assert main(["activity", "--model-dir", str(small_run)]) == 0
+    assert (small_run / "seed0" / "activity.h5ad").exists()
+    assert not elsewhere.exists()
+
+
+def test_cli_corrupt_data_is_one_line_error(tmp_path, no_cwd_writes):
+    data = tmp_path / "data.h5ad"
+    data.write_text("gene,cell\nA,1\n")
+    with pytest.raises(SystemExit, match="could not be read") as err:
+        main(["train", "--data", str(data), "--save-dir", str(tmp_path / "out")])
+    assert str(err.value).startswith("error: --data") and "\n" not in str(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_rerun_refuses_before_training(small_run, no_cwd_writes):
+    before = {p: p.read_bytes() for p in small_run.rglob("*") if p.is_file()}
+    with pytest.raises(SystemExit, match="already holds a run.*--overwrite"):
+        main(["train", *SMALL, "--epochs", "1", "--lr", "0.5", "--save-dir", str(small_run)])
+    assert {p: p.read_bytes() for p in small_run.rglob("*") if p.is_file()} == before
+
+
+def test_cli_activity_out_without_suffix(small_run, tmp_path, no_cwd_writes):
+    out = tmp_path / "act_out"
+    assert main(["activity", "--model-dir", str(small_run), "--out", str(out)]) == 0
+    bp = ad.read_h5ad(tmp_path / "act_out.h5ad")
+    assert bp.n_obs > 0
+    assert (tmp_path / "act_out_test.tsv").exists() and (tmp_path / "act_out_scores.tsv").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "demo"])
+def test_cli_refuses_zero_epochs(tmp_path, capsys, command):
+    args = ["train", *SMALL, "--save-dir", str(tmp_path / "o")] if command == "train" else ["demo"]
+    with pytest.raises(SystemExit):
+        main([*args, "--epochs", "0"])
+    assert "--epochs: must be at least 1, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_shows_scsena_warnings(small_run, tmp_path, no_cwd_writes):
+    meta = small_run / "seed0" / "model" / "scsena.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "scsena": "0.0.1"}))
+    with pytest.warns(UserWarning, match="Model saved with scsena 0.0.1"):
+        main(["activity", "--model-dir", str(small_run), "--out", str(tmp_path / "a.h5ad")])
+    counts = scsena.datasets.simulate_perturbseq(
+        n_cells=400, n_genes=200, n_targets=4, n_doubles=2, seed=0
+    )
+    counts.X = np.expm1(counts.X.toarray() if hasattr(counts.X, "toarray") else counts.X)
+    counts.X = np.round(counts.X * 20)
+    counts.write_h5ad(tmp_path / "counts.h5ad")
+    with pytest.warns(UserWarning, match="raw counts"):
+        main(["train", "--data", str(tmp_path / "counts.h5ad"), "--epochs", "1",
+              "--save-dir", str(tmp_path / "c")])
