@@ -2,8 +2,10 @@
 
 The canonical schema is the one of the CPA-preprocessed Norman 2019 data set:
 ``""`` for control cells, ``"A"`` for a single perturbation and ``"A,B"`` for a
-double one. Any other convention (pertpy's ``"control"`` / ``"A+B"``, the carpool
-screens' ``"NT"`` / ``"A_B"``) is mapped to it by :func:`normalise_labels`.
+double one, its targets sorted (``"B,A"`` is ``"A,B"``; ``"A,A"`` is refused). Any
+other convention (pertpy's ``"control"`` / ``"A+B"``, the carpool screens' ``"NT"`` /
+``"A_B"``) is mapped to it by :func:`normalise_labels`. This module is the one place
+where labels are read: setup, training folds and prediction all use its rules.
 
 A perturbation is encoded as a pair of indices into the sorted list of single
 targets (``-1`` for "no target"), one index per target: this is the "one one-hot
@@ -13,6 +15,7 @@ vectors, and an unseen combination ``"A,B"`` needs no new category.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -22,6 +25,8 @@ import pandas as pd
 CANONICAL_CONTROL = ""
 CANONICAL_DELIMITER = ","
 MAX_TARGETS = 2
+#: Delimiters of other label conventions, detected in labels read with another one.
+OTHER_DELIMITERS = (",", "+", "_", "|", ";", "/", "&")
 
 KIND_CONTROL = "control"
 KIND_SINGLE = "single"
@@ -82,6 +87,56 @@ def split_label(label: str, control_value: str = "", delimiter: str = ",") -> tu
     return kept
 
 
+def canonical_label(targets: Sequence[str]) -> str:
+    """The canonical label of a perturbation: its targets sorted, joined by ``","``.
+
+    ``"B,A"`` and ``"A,B"`` name the same double; both become ``"A,B"``. The control
+    label is ``""``.
+    """
+    return CANONICAL_DELIMITER.join(sorted(targets))
+
+
+def _refuse_other_delimiter(mapping: dict[str, str], control_value: str, delimiter: str) -> None:
+    """Refuse single-target labels that are targets joined by another delimiter.
+
+    ``"A+B"`` read with ``delimiter=","`` would be one target named ``"A+B"`` and the
+    double would be lost. A label is refused when it splits on a common delimiter into
+    parts of which one is a label of its own (or a control token such as ``"ctrl"``).
+    """
+    singles = {v for v in mapping.values() if v and CANONICAL_DELIMITER not in v}
+    controls = {control_value.strip(), "ctrl", "control"} - {""}
+    known = singles | controls
+    for other in OTHER_DELIMITERS:
+        if other == delimiter:
+            continue
+        for target in sorted(singles):
+            parts = [p.strip() for p in target.split(other)]
+            if len(parts) > 1 and all(parts) and any(p in known for p in parts):
+                raise ValueError(
+                    f"Perturbation label {target!r} looks like targets joined by {other!r}, "
+                    f"but delimiter={delimiter!r}: it would be read as one target named "
+                    f"{target!r} and the combination would be lost. Pass "
+                    f"`delimiter={other!r}` (and the label of control cells as "
+                    "`control_value`, e.g. 'control' in pertpy's files)."
+                )
+
+
+def warn_case_duplicates(targets: Sequence[str]) -> None:
+    """Warn when two targets differ only by letter case (``"OXT"`` and ``"oxt"``)."""
+    seen: dict[str, str] = {}
+    for t in targets:
+        other = seen.setdefault(t.casefold(), t)
+        if other != t:
+            warnings.warn(
+                f"Targets {other!r} and {t!r} differ only by letter case; they are treated "
+                "as two different targets. If they are the same gene, unify the labels "
+                "before setup, e.g. `adata.obs[key] = adata.obs[key].str.upper()`.",
+                UserWarning,
+                stacklevel=4,
+            )
+            return
+
+
 def normalise_labels(
     labels: Iterable[str] | pd.Series,
     control_value: str = "",
@@ -106,8 +161,16 @@ def normalise_labels(
 
     Returns
     -------
-    Labels with ``""`` for control and targets joined by ``","``; the index of a
-    :class:`pandas.Series` input is kept.
+    Labels with ``""`` for control and the targets of a double sorted and joined by
+    ``","`` (:func:`canonical_label`); the index of a :class:`pandas.Series` input is
+    kept.
+
+    Raises
+    ------
+    ValueError
+        For a label with an empty target, more than ``max_targets`` targets, a repeated
+        target (``"A,A"``), or single labels that look like targets joined by another
+        delimiter (``"A+B"`` with ``delimiter=","``).
     """
     s = _as_string_series(labels)
     uniq = pd.unique(s.to_numpy())
@@ -127,7 +190,13 @@ def normalise_labels(
                 f"Target name {bad[0]!r} (from label {lab!r}) contains ',' which is the "
                 "canonical separator; pass the right `delimiter`."
             )
-        mapping[lab] = CANONICAL_DELIMITER.join(targets)
+        if len(set(targets)) != len(targets):
+            raise ValueError(
+                f"Perturbation label {lab!r} repeats target {targets[0]!r}; a double needs "
+                f"two different targets. Relabel these cells as {targets[0]!r} or remove them."
+            )
+        mapping[lab] = canonical_label(targets)
+    _refuse_other_delimiter(mapping, control_value, delimiter)
     out = s.map(mapping)
     out.name = getattr(labels, "name", None)
     return out
@@ -196,6 +265,7 @@ def parse_perturbations(
     split = {u: tuple(u.split(CANONICAL_DELIMITER)) if u else () for u in uniq}
     if targets is None:
         targets = sorted(u for u, t in split.items() if len(t) == 1)
+        warn_case_duplicates(targets)
         if not targets:
             raise ValueError(
                 "No single-perturbation cells found: SENA learns each target from cells "
@@ -239,13 +309,14 @@ def encode_labels(
 
     Returns
     -------
-    ``(len(labels), 2)`` int64 indices, ``-1`` for "no target".
+    ``(len(labels), 2)`` int64 indices, ``-1`` for "no target"; the targets of a
+    double in canonical (sorted) order, so ``"B,A"`` encodes as ``"A,B"``.
 
     Raises
     ------
     ValueError
-        For an unknown target (the message lists the known ones) or more than two
-        targets.
+        For an unknown target (the message lists the known ones), a repeated target or
+        more than two targets.
     """
     if isinstance(labels, str):
         labels = [labels]
@@ -264,7 +335,8 @@ def encode_labels(
                 "double perturbations only."
             )
         if len(set(parts)) != len(parts):
-            raise ValueError(f"{lab!r} repeats a target.")
+            raise ValueError(f"{lab!r} repeats a target; a double needs two different targets.")
+        parts = tuple(sorted(parts))
         unknown = [p for p in parts if p not in index]
         if unknown:
             shown = ", ".join(targets[:30]) + (" ..." if len(targets) > 30 else "")

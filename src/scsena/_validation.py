@@ -20,7 +20,7 @@ def _blocks(matrix, n_rows: int):
 
 
 def check_expression(matrix, where: str = "adata.X") -> None:
-    """Refuse NaN, infinite and negative values; warn on what looks like raw counts.
+    """Refuse NaN, infinite and negative values; warn on integer-valued data (counts).
 
     Parameters
     ----------
@@ -60,7 +60,8 @@ def check_expression(matrix, where: str = "adata.X") -> None:
         vmax = max(vmax, float(values.max()))
         if all_integer:
             all_integer = bool(np.all(values == np.round(values)))
-    if all_integer and vmax > 20:
+    # integer-valued data are counts, however shallow (a maximum of 13 is still counts)
+    if all_integer and vmax > 0:
         warnings.warn(
             f"{where} looks like raw counts (integers up to {vmax:.0f}); SENA expects "
             "log-normalised values. Fix: `adata.layers['counts'] = adata.X.copy(); "

@@ -123,7 +123,7 @@ def _warn_if_counts(adata: ad.AnnData, what: str, n_rows: int = 2000) -> None:
         return
     vmax = float(values.max())
     integer = bool(np.all(np.mod(values, 1) == 0))
-    if vmax > _COUNTS_MAX:
+    if (integer and vmax > 0) or vmax > _COUNTS_MAX:
         kind = "raw counts" if integer else "not log-transformed"
         warnings.warn(
             f"{what}: adata.X looks {kind} (values up to {vmax:g}), while SENA models "

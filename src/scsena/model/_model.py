@@ -31,7 +31,7 @@ from scsena._constants import (
     FOLD_TRAIN,
     REGISTRY_KEYS,
 )
-from scsena._perturbations import encode_labels, parse_perturbations
+from scsena._perturbations import KIND_CONTROL, encode_labels, parse_perturbations
 from scsena._validation import check_expression, warn_constant_genes
 from scsena.metrics import activation_scores, affected_terms, interpretability_metrics
 from scsena.module import SENAModule, dag_l1, kl_divergence, mmd
@@ -102,6 +102,86 @@ def _rna_modality(data):
 
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _read_meta(path: Path) -> dict:
+    """The versions file written by ``save``; a clear error naming it when invalid."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        meta = err
+    if not isinstance(meta, dict):
+        reason = (
+            f"{type(meta).__name__}: {meta}" if isinstance(meta, Exception) else "not a JSON object"
+        )
+        raise ValueError(
+            f"{str(path)!r} is not a valid scsena model file ({reason}). Save the model "
+            "again with model.save(), or point to the directory that model.save() wrote."
+        )
+    return meta
+
+
+def _positive_int(value, name: str) -> int:
+    """``value`` as an ``int`` when it is a positive integer; otherwise a clear error."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+    return int(value)
+
+
+def _check_temperature(temperature) -> None:
+    ok = isinstance(temperature, (int, float, np.number)) and not isinstance(temperature, bool)
+    if not ok or not np.isfinite(temperature) or temperature <= 0:
+        raise ValueError(
+            f"`temperature` must be a positive number (reference inference: 1000), got "
+            f"{temperature!r}."
+        )
+
+
+def _control_positions(control_indices, parsed) -> np.ndarray:
+    """Integer positions of control cells, checked: in range and labelled control."""
+    idx = np.asarray(control_indices)
+    n_obs = len(parsed.kind)
+    if idx.ndim != 1 or len(idx) == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise ValueError(
+            "`control_indices` must be a non-empty list of integer positions of control "
+            f"cells, got {np.asarray(control_indices).dtype} values of shape {idx.shape}; "
+            "e.g. `np.flatnonzero(adata.obs[perturbation_key] == control_value)`."
+        )
+    out = idx[(idx < 0) | (idx >= n_obs)]
+    if len(out):
+        raise ValueError(
+            f"`control_indices` out of range: {out[:5].tolist()}; the data has {n_obs} "
+            f"cells (positions 0 to {n_obs - 1})."
+        )
+    not_control = idx[parsed.kind[idx] != KIND_CONTROL]
+    if len(not_control):
+        first = int(not_control[0])
+        raise ValueError(
+            f"`control_indices` must point at control cells; {len(not_control)} do not "
+            f"(e.g. position {first}, labelled {parsed.labels.iloc[first]!r}). Pick them "
+            "with `np.flatnonzero(adata.obs[perturbation_key] == control_value)`."
+        )
+    return idx.astype(np.int64)
+
+
+def _check_gene_order(data_genes: pd.Index, model_genes: Sequence[str]) -> None:
+    """Refuse data whose genes are not the model's genes in the model's order."""
+    data = np.asarray(data_genes).astype(str)
+    model = np.asarray(model_genes).astype(str)
+    if len(data) == len(model) and np.array_equal(data, model):
+        return
+    if len(data) == len(model) and set(data) == set(model):
+        raise ValueError(
+            "The data's genes are the model's genes in another order; the model would read "
+            "each gene as another. Order them as the model: "
+            "`adata = adata[:, model.var_names].copy()`, then set it up again."
+        )
+    shared = len(set(data) & set(model))
+    raise ValueError(
+        f"The data's genes differ from the model's: the model has {len(model)} genes, the "
+        f"data {len(data)} ({shared} shared). Subset and order the data as the model: "
+        "`adata = adata[:, model.var_names].copy()`, then set it up again."
+    )
 
 
 class _InterruptWatch(pl.Callback):
@@ -520,6 +600,59 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         mask = fields[REGISTRY_KEYS.MASK_KEY]["state_registry"]["mask"]
         return [str(g) for g in np.asarray(mask["var_names"]).tolist()]
 
+    @property
+    def var_names(self) -> pd.Index:
+        """The model's genes, in the order of its input layer; data must match them."""
+        return pd.Index(self._model_var_names())
+
+    def _validate_anndata(self, adata: ad.AnnData | None = None, copy_if_view: bool = True):
+        """scvi-tools' check, plus: the data's genes are the model's, in its order."""
+        adata = super()._validate_anndata(adata, copy_if_view=copy_if_view)
+        _check_gene_order(adata.var_names, self._model_var_names())
+        return adata
+
+    def _note_untrained(self, train_ds, batch_size: int) -> None:
+        """Record (and warn about) targets with fewer training cells than one batch.
+
+        Batches are perturbation-pure and incomplete ones are dropped, so such a
+        target is never trained: its intervention parameters stay at initialisation.
+        """
+        codes = train_ds.codes.numpy()
+        single = codes[codes[:, 1] < 0, 0]
+        counts = np.bincount(single[single >= 0], minlength=len(self.targets_))
+        self.untrained_targets_ = [t for t, n in zip(self.targets_, counts) if n < batch_size]
+        if self.untrained_targets_:
+            shown = ", ".join(
+                f"{t} ({counts[self.targets_.index(t)]})" for t in self.untrained_targets_[:10]
+            )
+            warnings.warn(
+                f"{len(self.untrained_targets_)} target(s) have fewer training cells than "
+                f"batch_size={batch_size} and are never trained (their parameters stay at "
+                f"initialisation): {shown}{' ...' if len(self.untrained_targets_) > 10 else ''}"
+                ". Predictions involving them are flagged (`obs['untrained_target']`). Lower "
+                "`batch_size`, or remove these targets before setup.",
+                UserWarning,
+                stacklevel=3,
+            )
+
+    def _flag_untrained(self, codes: np.ndarray) -> np.ndarray:
+        """Per perturbation to predict: does it involve an untrained target? Warns if so."""
+        untrained = set(getattr(self, "untrained_targets_", None) or [])
+        flags = np.array(
+            [any(self.targets_[j] in untrained for j in code if j >= 0) for code in codes],
+            dtype=bool,
+        )
+        if flags.any():
+            names = sorted({self.targets_[j] for code in codes for j in code if j >= 0} & untrained)
+            warnings.warn(
+                f"Predictions involving {names} rest on untrained parameters: these targets "
+                "had fewer training cells than one batch. They are flagged in "
+                "`obs['untrained_target']`.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return flags
+
     def _parse(self, adata: ad.AnnData):
         manager = self.get_anndata_manager(adata, required=True)
         labels = np.asarray(manager.get_from_registry(REGISTRY_KEYS.PERTURBATION_KEY)).ravel()
@@ -680,6 +813,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         train_ds = self._fold_dataset(self.adata, [FOLD_TRAIN], seed)
         if len(train_ds) == 0:
             raise ValueError("No training cells: the data has no single-perturbation cells.")
+        self._note_untrained(train_ds, batch_size)
         val_ds = self._fold_dataset(self.adata, [FOLD_TEST], seed + 1) if validate_on_test else None
         datamodule = PerturbationDataModule(
             train_ds,
@@ -915,10 +1049,10 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             )
         meta_file = path / f"{prefix}{_META_FILE}"
         if meta_file.exists():
-            saved = json.loads(meta_file.read_text())
+            saved = _read_meta(meta_file)
             now = _versions()
             for pkg in ("scsena", "scvi-tools"):
-                if saved.get(pkg, "").split(".")[:2] != now[pkg].split(".")[:2]:
+                if str(saved.get(pkg, "")).split(".")[:2] != now[pkg].split(".")[:2]:
                     warnings.warn(
                         f"Model saved with {pkg} {saved.get(pkg)}; this is {now[pkg]}.",
                         UserWarning,
@@ -1155,21 +1289,36 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         Returns
         -------
         AnnData of predicted log-normalised expression with the model's
-        ``var_names``; ``obs["perturbation"]`` holds the label, ``obs["control_cell"]``
-        the starting control cell. Concatenate it with real cells for scanpy plots.
+        ``var_names``; ``obs["perturbation"]`` holds the canonical label (the targets
+        of a double sorted: ``"B,A"`` is predicted as ``"A,B"``), ``obs["control_cell"]``
+        the starting control cell and ``obs["untrained_target"]`` whether a target of
+        the perturbation had too few training cells for one batch (its prediction
+        rests on untrained parameters; a warning names them). Concatenate it with real
+        cells for scanpy plots.
+
+        Raises
+        ------
+        ValueError
+            For ``n_cells`` or ``batch_size`` that are not positive integers, a
+            ``temperature`` that is not a positive number, or ``control_indices`` out of
+            range or not pointing at control cells; the message names the argument.
         """
+        batch_size = _positive_int(batch_size, "batch_size")
+        _check_temperature(temperature)
         adata, parsed, fold = self._data(adata)
         labels = [perturbations] if isinstance(perturbations, str) else list(perturbations)
         codes = encode_labels(labels, self.targets_, self.delimiter_)
         rng = np.random.default_rng(seed)
         if control_indices is None:
+            n_cells = _positive_int(n_cells, "n_cells")
             control = np.flatnonzero(fold == FOLD_CONTROL)
             if len(control) == 0:
                 raise ValueError("No control cells in the data to start predictions from.")
             start = rng.choice(control, size=n_cells, replace=n_cells > len(control))
         else:
-            start = np.asarray(control_indices, dtype=np.int64)
+            start = _control_positions(control_indices, parsed)
             n_cells = len(start)
+        untrained = self._flag_untrained(codes)
         z = self._encode(adata, start, batch_size, sample=not use_mean, seed=seed)
         # the control cells themselves, for counterfactual (residual) predictions
         x = (
@@ -1188,13 +1337,15 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
                 )
                 rows = slice(i * n_cells + s, i * n_cells + min(s + batch_size, n_cells))
                 X[rows] = y.cpu().numpy()
-        canon = [lab.strip() for lab in labels]
+        # canonical labels: the targets of a double in sorted order ("B,A" is "A,B")
+        canon = [self.delimiter_.join(self.targets_[j] for j in code if j >= 0) for code in codes]
         obs = pd.DataFrame(
             {
                 "perturbation": pd.Categorical(
                     np.repeat(canon, n_cells), categories=list(dict.fromkeys(canon))
                 ),
                 "control_cell": np.tile(np.asarray(adata.obs_names[start]), len(labels)),
+                "untrained_target": np.repeat(untrained, n_cells),
             }
         )
         obs.index = [f"pred-{i}" for i in range(len(obs))]
