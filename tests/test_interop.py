@@ -61,8 +61,10 @@ def test_train_log_to_mlflow(sim_adata, tmp_path, monkeypatch):
     model = scsena.SENAVAE(sim_adata)
     kw = dict(TRAIN_KW, max_epochs=2)
     kw.pop("logger")
-    model.train(**kw, log_to="mlflow")
-    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    model.train(**kw, log_to="mlflow", checkpoint_dir=tmp_path / "run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing in the cwd
+    db = tmp_path / "run" / "mlflow.db"
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{db}")
     exp = client.get_experiment_by_name("scsena")
     (run,) = client.search_runs([exp.experiment_id])
     assert run.data.metrics["mmd_train"] > 0
