@@ -43,7 +43,8 @@ def test_other_gene_order_refused_in_activity_and_prediction():
 # ---------------------------------------------------------------------- labels
 def test_labels_with_another_delimiter_refused():
     a = _toy(labels=[""] * 40 + ["A"] * 40 + ["B"] * 40 + ["A+B"] * 20)
-    with pytest.raises(ValueError, match=r"'A\+B' looks like targets joined by '\+'.*delimiter='\+'"):
+    match = r"'A\+B' looks like targets joined by '\+'.*delimiter='\+'"
+    with pytest.raises(ValueError, match=match):
         scsena.SENAVAE.setup_anndata(a)
     scsena.SENAVAE.setup_anndata(a, delimiter="+")  # the fix
 
@@ -81,9 +82,8 @@ def test_case_only_target_difference_warns():
 def test_targets_smaller_than_a_batch_warned_and_flagged():
     labels = [""] * 40 + ["A"] * 40 + ["B"] * 40 + ["C"] * 8 + ["A,C"] * 10
     model, _ = _model(labels=labels)
-    kw = {k: v for k, v in TRAIN_KW.items()}
     with pytest.warns(UserWarning, match=r"never trained.*C \(\d\)"):
-        model.train(**dict(kw, max_epochs=1, batch_size=16))
+        model.train(**dict(TRAIN_KW, max_epochs=1, batch_size=16))
     assert model.untrained_targets_ == ["C"]
     with pytest.warns(UserWarning, match=r"\['C'\] rest on untrained parameters"):
         pred = model.predict_perturbation(["A", "A,C"], n_cells=3)

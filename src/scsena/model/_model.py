@@ -777,21 +777,37 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             a dense matrix (in-memory data, ``num_workers=0``); ``True`` forces it,
             ``False`` reads every batch on the host.
         checkpoint_dir
-            Write a Lightning checkpoint every ``checkpoint_every`` epochs there
-            (``epoch=N.ckpt`` and ``last.ckpt``).
+            Write Lightning checkpoints there: ``last.ckpt`` at the end of every epoch,
+            ``best.ckpt`` at each new best epoch (with best-epoch selection) and
+            ``epoch=N.ckpt`` every ``checkpoint_every`` epochs, each atomically
+            (written under a temporary name, then renamed). Nothing else is written
+            anywhere, except the MLflow store with ``log_to="mlflow"``.
         checkpoint_every
-            Epochs between checkpoints.
+            Epochs between the kept ``epoch=N.ckpt`` files (``last.ckpt`` is rewritten
+            every epoch regardless).
         ckpt_path
             Resume from this checkpoint (e.g. ``checkpoint_dir / "last.ckpt"``); with
             the same data, seed and arguments the result equals an uninterrupted run.
+            A checkpoint trained on other targets or genes is refused.
         log_to
             ``"mlflow"``: log to MLflow through Lightning's ``MLFlowLogger`` in a local
-            store (see :func:`scsena.tracking.mlflow_logger`); or pass ``logger=``.
+            store (see :func:`scsena.tracking.mlflow_logger`) in ``checkpoint_dir``, or
+            in a new temporary directory (named in a warning) without one; or pass
+            ``logger=``.
         plan_kwargs
             Extra arguments of :class:`~scsena.train.SENATrainingPlan`.
         **trainer_kwargs
             Passed to the Lightning trainer (``logger``, ``callbacks``,
             ``enable_checkpointing``, ``ckpt_path`` ...).
+
+        Notes
+        -----
+        Ctrl-C stops training cleanly: the model keeps the best epoch's weights so far
+        (with best-epoch selection), ``training_interrupted_`` is set to ``True`` and
+        ``is_trained_`` to ``False``, and a warning says how to resume. SIGTERM does the
+        same, then ends the process. Targets with fewer training cells than
+        ``batch_size`` are never in a batch, hence never trained: a warning names them
+        and ``untrained_targets_`` lists them (their predictions are flagged).
         """
         settings = resolve(
             TRAIN_PRESETS[self.preset_],
