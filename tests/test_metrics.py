@@ -188,6 +188,7 @@ def test_perturbation_metrics_keys_perfect_and_mean_pred():
     keys = {
         "mmd",
         "energy",
+        "spread_ratio",
         "mse_delta",
         "pearson_delta",
         "mse_delta_de",
@@ -198,6 +199,7 @@ def test_perturbation_metrics_keys_perfect_and_mean_pred():
     assert set(perfect) == keys
     assert perfect["mmd"] == pytest.approx(0.0, abs=1e-12)
     assert perfect["energy"] == pytest.approx(0.0, abs=1e-12)
+    assert perfect["spread_ratio"] == pytest.approx(1.0)
     assert perfect["mse_delta"] == 0.0
     assert perfect["pearson_delta"] == pytest.approx(1.0)
     assert perfect["l2_top1000"] == 0.0
@@ -232,3 +234,27 @@ def test_sparse_and_dense_agree():
     assert metrics.energy_distance(sp[0], dense[1]) == pytest.approx(
         metrics.energy_distance(dense[0], dense[1])
     )
+
+
+def test_spread_ratio_sees_over_smoothing():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 30))
+    assert metrics.spread_ratio(real, real) == pytest.approx(1.0)
+    assert metrics.spread_ratio(0.5 * real, real) == pytest.approx(0.25)
+    assert np.isnan(metrics.spread_ratio(real, np.ones((5, 30))))
+
+
+def test_assignment_recovery_matches_learned_to_true_factors():
+    # learned names are arbitrary: z7 <-> 0, z2 <-> 1; C's factor is taken by A and B
+    truth = {"A": [0], "B": [0, 2], "C": [1], "D": [1]}
+    res = metrics.assignment_recovery({"A": "z7", "B": "z7", "C": "z2", "D": "z2"}, truth)
+    assert res["accuracy"] == 1.0 and res["distinct_factors"] == 2
+    assert dict(zip(res["matching"]["learned"], res["matching"]["true"])) == {"z2": 1, "z7": 0}
+    # a collapse onto one factor recovers only the targets of the factor it is matched to
+    collapsed = metrics.assignment_recovery({t: "z0" for t in truth}, truth)
+    assert collapsed["accuracy"] == 0.5
+    assert list(collapsed["per_target"]["recovered"]) == [True, True, False, False]
+    # targets missing from the truth are ignored; no overlap at all is an error
+    assert metrics.assignment_recovery({"A": "z1", "X": "z1"}, truth)["n_targets"] == 1
+    with pytest.raises(ValueError, match="same target names"):
+        metrics.assignment_recovery({"X": "z1"}, truth)

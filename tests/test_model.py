@@ -31,11 +31,19 @@ def test_setup_registers_mask_and_perturbations(sim_adata):
         assert (folds[cells] == "test").sum() == round(0.2 * cells.sum())
 
 
-def test_training_lowers_double_mmd_and_ranks_targeted_bps(trained):
+def test_default_beats_control_keeps_targets_apart_and_ranks_targeted_bps(trained):
     model, adata, before = trained
     after = model.get_fold_losses("double")
     assert list(after["perturbation"]) == list(before["perturbation"])
-    assert after["mmd"].mean() < 0.5 * before["mmd"].mean()
+    assert after["mmd"].mean() < before["mmd"].mean()
+    # every target keeps its own latent factor (no collapse)
+    assert model.get_intervention_targets()["latent"].nunique() == len(model.targets_)
+    # unseen doubles: better than predicting no change, near the additive baseline
+    res = scsena.evaluate.evaluate_model(model, folds=("double",), activation_test=False)
+    table = res.table(["mmd", "energy", "l2_top1000", "pearson_delta_de"])
+    for metric in ("mmd", "energy", "l2_top1000"):
+        assert table.loc["sena", metric] < table.loc["control", metric]
+    assert table.loc["sena", "pearson_delta_de"] >= 0.8 * table.loc["additive", "pearson_delta_de"]
     metrics = model.activation_test(ks=(5, 25))
     assert len(metrics) >= 6
     n_terms = len(model.term_ids_)
@@ -63,7 +71,7 @@ def test_predict_single_and_unseen_double(trained):
     untrained = scsena.SENAVAE(adata, seed=0)
     naive = untrained.predict_perturbation(doubles[0], n_cells=40, seed=1).X
     trained_pred = pred[pred.obs["perturbation"] == doubles[0]].X
-    assert scsena.metrics.mmd(trained_pred, real) < 0.5 * scsena.metrics.mmd(naive, real)
+    assert scsena.metrics.mmd(trained_pred, real) < 0.75 * scsena.metrics.mmd(naive, real)
     # concatenates with real cells for scanpy
     import anndata as ad
 

@@ -123,6 +123,19 @@ def test_older_model_file_needs_trusted(tmp_path):
     scsena.SENAVAE.load(tmp_path / "new", adata=adata)
 
 
+def test_file_from_before_presets_loads_as_reference(tmp_path):
+    adata = _toy()
+    model = scsena.SENAVAE(adata, seed=1, preset="reference")
+    # files saved before presets existed have no "preset" among their init params
+    del model.init_params_["non_kwargs"]["preset"]
+    BaseModelClass.save(model, str(tmp_path / "old"))
+    with pytest.warns(UserWarning, match="unrestricted unpickler"):
+        loaded = scsena.SENAVAE.load(tmp_path / "old", adata=adata, trusted=True)
+    assert loaded.preset_ == "reference"
+    assert type(loaded.module.intervention).__name__ == "InterventionEncoder"
+    np.testing.assert_array_equal(_predict(loaded, adata), _predict(model, adata))
+
+
 def test_plain_encoding_round_trip(tmp_path):
     frame = pd.DataFrame(
         {"loss": np.arange(3, dtype=np.float32), "kind": pd.Categorical(["a", "b", "a"])},

@@ -281,6 +281,16 @@ def write_model_file(
     torch.save(payload, path)
 
 
+def _default_legacy_preset(attr_dict: dict) -> None:
+    """Models saved before presets existed are the published model: ``preset="reference"``."""
+    init = attr_dict.get("init_params_")
+    if not isinstance(init, dict):
+        return
+    params = init.get("non_kwargs", init)
+    if isinstance(params, dict) and "preset" not in params:
+        params["preset"] = "reference"
+
+
 def _not_a_model(path: Path, reason: str) -> ValueError:
     return ValueError(
         f"{str(path)!r} is not a valid scsena model file ({reason}). Save the model again "
@@ -585,6 +595,7 @@ def build_model(
     if adata:
         _validate_var_names(adata, var_names)
         getattr(cls, method)(adata, source_registry=registry, **registry[_SETUP_ARGS_KEY])
+    _default_legacy_preset(attr_dict)
     model = _initialize_model(cls, adata, registry, attr_dict, None)
     model.module.on_load(model)
     model.module.load_state_dict(state)
