@@ -7,6 +7,7 @@ import torch
 
 import scsena
 from conftest import TRAIN_KW
+from scsena.evaluate import evaluate_model
 from scsena.metrics import random_recall
 
 
@@ -39,7 +40,7 @@ def test_default_beats_control_keeps_targets_apart_and_ranks_targeted_bps(traine
     # every target keeps its own latent factor (no collapse)
     assert model.get_intervention_targets()["latent"].nunique() == len(model.targets_)
     # unseen doubles: better than predicting no change, near the additive baseline
-    res = scsena.evaluate.evaluate_model(model, folds=("double",), activation_test=False)
+    res = evaluate_model(model, folds=("double",), activation_test=False)
     table = res.table(["mmd", "energy", "l2_top1000", "pearson_delta_de"])
     for metric in ("mmd", "energy", "l2_top1000"):
         assert table.loc["sena", metric] < table.loc["control", metric]
