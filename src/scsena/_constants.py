@@ -22,6 +22,7 @@ class _AnnDataKeys(NamedTuple):
     ACTIVITY: str = "X_scsena_activity"
     LATENT: str = "X_scsena"
     ACTIVITY_UNS: str = "scsena_activity"
+    PERTURBATION: str = "scsena_perturbation"
 
 
 REGISTRY_KEYS = _RegistryKeys()

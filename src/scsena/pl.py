@@ -10,6 +10,7 @@ Examples
 >>> from scsena import pl
 >>> pl.pathway_activity(model)  # mean BP activity per perturbation
 >>> pl.top_bps(model, "CBL")  # BPs most changed by one perturbation
+>>> pl.differential_activity(model)  # top BPs of every perturbation vs control
 >>> pl.causal_graph(model)  # latent DAG with the targets mapped to each factor
 >>> pl.predicted_vs_real(model, perturbations=["CBL,PTPN12"])
 >>> pl.training_curves(model)
@@ -17,6 +18,7 @@ Examples
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "causal_graph",
+    "differential_activity",
     "pathway_activity",
     "predicted_vs_real",
     "top_bps",
@@ -350,6 +353,175 @@ def top_bps(
         ],
         loc="lower right",
         frameon=False,
+    )
+    _finish(ax.figure, save, show)
+    return ax
+
+
+# ------------------------------------------------------ differential activity
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(text, width=width, break_long_words=False)) or text
+
+
+def _differential_results(
+    data: SENAVAE | pd.DataFrame, perturbations: Sequence[str] | None
+) -> pd.DataFrame:
+    if isinstance(data, pd.DataFrame):
+        needed = {"perturbation", "term", "term_name", "std_effect", "fdr", "rank"}
+        missing = sorted(needed - set(data.columns))
+        if missing:
+            raise ValueError(
+                f"The results lack the columns {missing}: pass the DataFrame returned by "
+                "model.differential_activity() (or the model itself)."
+            )
+        res = data
+        if perturbations is not None:
+            asked = [str(p) for p in perturbations]
+            absent = [p for p in asked if p not in set(res["perturbation"])]
+            if absent:
+                shown = list(dict.fromkeys(res["perturbation"]))[:10]
+                raise ValueError(f"No results for {absent}; results hold {shown}.")
+            res = res[res["perturbation"].isin(asked)]
+        return res
+    return data.differential_activity(perturbations=perturbations)
+
+
+def differential_activity(
+    data: SENAVAE | pd.DataFrame,
+    perturbations: Sequence[str] | None = None,
+    n_terms: int = 3,
+    fdr: float = 0.05,
+    term_labels: Literal["name", "id", "both"] = "name",
+    label_width: int = 50,
+    max_size: float = 50.0,
+    cmap: str = "RdBu_r",
+    ax: Axes | None = None,
+    save: str | Path | None = None,
+    show: bool = False,
+) -> Axes:
+    """Dot plot of the pathways each perturbation changes most, against control.
+
+    Columns are perturbations, rows the union of each perturbation's ``n_terms``
+    top-ranked terms of :meth:`~scsena.SENAVAE.differential_activity` (grouped by
+    the perturbation that selected them, in rank order). A dot's colour is the
+    standardised effect (the change in units of the control cells' spread; red:
+    up, blue: down, with the default orientation "up" meaning the term's member genes
+    go up), its size ``-log10 FDR`` (capped at ``max_size``); dots at
+    ``FDR >= fdr`` are drawn hollow. Full term names are shown, wrapped.
+
+    Parameters
+    ----------
+    data
+        A trained model (its :meth:`~scsena.SENAVAE.differential_activity` is
+        computed), or that method's DataFrame.
+    perturbations
+        Perturbations to show, in this order (default: all in the results).
+    n_terms
+        Top terms taken from every perturbation.
+    fdr
+        Dots with a smaller FDR get a black edge.
+    term_labels
+        Label terms by ``"name"``, ``"id"`` or ``"both"``.
+    label_width
+        Wrap term names at this many characters (never truncated).
+    max_size
+        ``-log10 FDR`` at which dot sizes stop growing.
+    cmap
+        Diverging colour map, centred at 0.
+    ax, save, show
+        Axes to draw into, path to save the figure to, whether to show it.
+
+    Returns
+    -------
+    The Axes: ``ax.collections[0]`` holds one dot per perturbation and term (column
+    by column; its array the standardised effects), term labels are the y tick
+    labels, perturbations the x tick labels.
+    """
+    if n_terms < 1:
+        raise ValueError(f"n_terms must be >= 1, got {n_terms}.")
+    if term_labels not in ("name", "id", "both"):
+        raise ValueError(f"term_labels must be 'name', 'id' or 'both', got {term_labels!r}.")
+    res = _differential_results(data, perturbations)
+    groups = (
+        [str(p) for p in perturbations]
+        if perturbations is not None
+        else list(dict.fromkeys(res["perturbation"]))
+    )
+    if not groups:
+        raise ValueError("No perturbations in the results.")
+    top = res[res["rank"] <= n_terms].sort_values(["rank"], kind="stable")
+    ids = list(
+        dict.fromkeys(t for g in groups for t in top.loc[top["perturbation"] == g, "term"].tolist())
+    )
+    names = dict(zip(res["term"], res["term_name"].fillna("")))
+    labels = {
+        "id": lambda t: t,
+        "name": lambda t: _wrap(names.get(t) or t, label_width),
+        "both": lambda t: _wrap(f"{names.get(t) or t} ({t})", label_width),
+    }[term_labels]
+    cells = res[res["term"].isin(ids)].set_index(["perturbation", "term"])
+    xs, ys, colour, qval = [], [], [], []
+    for i, g in enumerate(groups):
+        for j, t in enumerate(ids):
+            row = cells.loc[(g, t)]
+            xs.append(i)
+            ys.append(j)
+            colour.append(float(row["std_effect"]))
+            qval.append(float(row["fdr"]))
+    colour, qval = np.asarray(colour), np.asarray(qval)
+    logq = np.clip(-np.log10(np.clip(np.nan_to_num(qval, nan=1.0), 1e-300, 1.0)), 0, max_size)
+    sizes = 15 + 235 * logq / max_size
+    lim = float(np.nanmax(np.abs(colour))) if np.isfinite(colour).any() else 1.0
+    n_lines = sum(labels(t).count("\n") + 1 for t in ids)
+    width = 0.45 * len(groups) + 0.12 * label_width + 2.5
+    ax = _axes(ax, (width, 0.22 * n_lines + 0.25 * len(ids) + 2))
+    sig = np.nan_to_num(qval, nan=1.0) < fdr
+    dots = ax.scatter(
+        xs,
+        ys,
+        c=colour,
+        s=sizes,
+        cmap=cmap,
+        vmin=-lim,
+        vmax=lim,
+        edgecolors="black",
+        linewidths=np.where(sig, 0.7, 0.0),
+    )
+    ax.set_xticks(np.arange(len(groups)))
+    ax.set_xticklabels(groups, rotation=45, ha="right")
+    ax.set_yticks(np.arange(len(ids)))
+    ax.set_yticklabels([labels(t) for t in ids], fontsize=9)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
+    ax.set_ylim(len(ids) - 0.5, -0.5)
+    ax.grid(True, color="0.92", lw=0.6)
+    ax.set_axisbelow(True)
+    ax.set_xlabel("perturbation")
+    ax.set_title(f"Top {n_terms} pathways per perturbation vs control")
+    label = "standardised effect\n(control SDs)"
+    ax.figure.colorbar(dots, ax=ax, label=label, shrink=0.5, pad=0.02)
+    handles = [
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker="o",
+            markerfacecolor="0.6",
+            markeredgecolor="black",
+            markeredgewidth=0.7 if q > -np.log10(fdr) else 0.0,
+            markersize=np.sqrt(15 + 235 * q / max_size),
+            label=f"{q:g}{'+' if q == max_size else ''}",
+        )
+        for q in (1, 5, 20, max_size)
+        if q <= max_size
+    ]
+    ax.legend(
+        handles=handles,
+        title=f"-log10 FDR\n(edged: FDR < {fdr:g})",
+        loc="upper left",
+        bbox_to_anchor=(1.0, -0.02),
+        frameon=False,
+        fontsize=8,
+        title_fontsize=8,
     )
     _finish(ax.figure, save, show)
     return ax

@@ -1,7 +1,8 @@
-"""Metrics: distributions, mean expression, interpretability, assignment recovery."""
+"""Metrics: distributions, expression, interpretability, differential activity, assignment."""
 
 from ._activation import activation_scores, affected_terms, interpretability_metrics, random_recall
 from ._assignment import assignment_recovery
+from ._differential import differential_test
 from ._distribution import energy_distance, mmd
 from ._expression import (
     additive_baseline,
@@ -18,6 +19,7 @@ __all__ = [
     "affected_terms",
     "assignment_recovery",
     "delta_metrics",
+    "differential_test",
     "energy_distance",
     "interpretability_metrics",
     "l2_top_expressed",
