@@ -452,3 +452,88 @@ def test_map_gene_sets_roundtrip(caplog):
     assert set(ens["GO:0000002"]) <= set(direct)
     mask = gs.build_mask(direct, ens, min_genes=1)
     assert "GO:0000002" in mask.terms
+
+
+# --------------------------------------------------------------------------- aliases
+
+OUTDATED = ["MARCH8", "DARS", "SEPT2", "TP53", "NOT_A_GENE"]
+
+
+def test_map_gene_ids_aliases_and_report(caplog):
+    with caplog.at_level(logging.INFO, logger="scsena"):
+        res = gs.map_gene_ids(OUTDATED, to="symbol")
+    report = res.report()
+    assert report["status"].tolist() == ["alias", "alias", "ambiguous", "direct", "unmapped"]
+    assert res.aliased == {"MARCH8": "MARCHF8", "DARS": "DARS1"}
+    # an alias of several genes is never mapped, and it is named with its candidates
+    assert pd.isna(res.mapping["SEPT2"]) and res.ambiguous == {"SEPT2": ["SEPTIN2", "SEPTIN6"]}
+    assert report.loc["SEPT2", "candidates"] == "SEPTIN2, SEPTIN6"
+    assert res.counts() == {"direct": 1, "alias": 2, "ambiguous": 1, "unmapped": 1}
+    assert "2 through an alias (MARCH8 -> MARCHF8" in caplog.text
+    assert "1 ambiguous, not mapped (SEPT2: SEPTIN2 or SEPTIN6)" in caplog.text
+    ens = gs.map_gene_ids(OUTDATED, to="ensembl")
+    assert ens.mapping["MARCH8"] == gs.map_gene_ids(["MARCHF8"]).mapping["MARCHF8"]
+    assert pd.isna(ens.mapping["SEPT2"]) and ens.n_mapped == 3
+    assert gs.map_gene_ids(OUTDATED, to="symbol", aliases=False).n_mapped == 1
+    table = gs.gene_alias_table()
+    assert set(table.loc[table["alias"] == "SEPT2", "symbol"]) == {"SEPTIN2", "SEPTIN6"}
+
+
+def test_mask_on_symbol_var_names_uses_aliases():
+    var = ["MARCH8", "DARS", "SEPT2", "SEPTIN6", "TP53", "NOT_A_GENE"]
+    sets = gs.go_bp(id_type="symbol")
+    with pytest.warns(UserWarning, match=r"2 var_names are previous.*MARCH8 -> MARCHF8.*SEPT2"):
+        mask = gs.build_mask(var, "go_bp", min_genes=1)
+    rows = dict(zip(var, np.asarray(mask.membership.sum(axis=1)).ravel()))
+    march = {t for t, g in sets.items() if "MARCHF8" in g}
+    assert rows["MARCH8"] == len(march) > 0
+    assert rows["DARS"] == sum("DARS1" in g for g in sets.values()) > 0
+    assert rows["SEPT2"] == 0 and rows["SEPTIN6"] > 0  # ambiguous alias: in no term
+    assert mask.gene_ids.status["SEPT2"] == "ambiguous"
+    assert mask.gene_ids.aliased == {"MARCH8": "MARCHF8", "DARS": "DARS1"}
+    # aliases=False: the old symbols match nothing
+    plain = gs.build_mask(var, "go_bp", min_genes=1, aliases=False)
+    assert np.asarray(plain.membership.sum(axis=1)).ravel()[:2].tolist() == [0, 0]
+
+
+def test_alias_whose_gene_is_already_a_var_name_is_not_mapped():
+    sets = {"t": ["DARS1", "TP53"], "u": ["MARCH8", "TP53"]}  # a set listing the old name
+    with pytest.warns(UserWarning, match=r"ambiguous.*DARS: DARS1"):
+        mask = gs.build_mask(["DARS", "DARS1", "TP53", "MARCH8"], sets, min_genes=1)
+    assert mask.membership.toarray()[:, 0].tolist() == [0, 1, 1, 0]  # DARS1 counted once
+    assert mask.membership.toarray()[:, 1].tolist() == [0, 0, 1, 1]  # MARCH8 as listed
+    assert mask.gene_ids.status.tolist() == ["ambiguous", "direct", "direct", "direct"]
+
+
+# --------------------------------------------------------------------------- small panels
+
+PANEL = ["IFNGR1", "IFNGR2", "JAK1", "JAK2", "STAT1", "IRF1", "TP53", "MDM2"]
+
+
+def test_small_panel_error_names_go_bp():
+    n_full = gs.build_mask(PANEL, "go_bp", min_genes=5).n_terms
+    first = rf'full GO BP collection keeps {n_full} terms here: pass gene_sets="go_bp".*min_genes'
+    with pytest.raises(ValueError, match=first):
+        gs.build_mask(PANEL, "go_bp_sena", min_genes=5)
+    with pytest.raises(ValueError, match=r"largest with 3 gene.*go_bp.*lower min_genes"):
+        gs.build_mask(VAR, SETS, min_genes=4)
+
+
+def test_dropped_terms_table_and_keep_terms():
+    ifng = "GO:0060333"  # interferon-gamma-mediated signaling pathway
+    table = gs.dropped_terms(PANEL, "go_bp", min_genes=8)
+    assert list(table.columns) == ["term", "name", "size"]
+    assert ifng in set(table["term"])
+    assert (table["size"].between(1, 7)).all() and table["size"].is_monotonic_decreasing
+    row = table.set_index("term").loc[ifng]
+    assert row["name"] == "interferon-gamma-mediated signaling pathway"
+    # most overlapping sets are dropped here (a panel): the user is told how many
+    with pytest.warns(UserWarning, match=r"more have 1 to 7 member.*dropped_terms.*keep_terms"):
+        mask = gs.build_mask(PANEL, "go_bp", min_genes=8, keep_terms=[ifng])
+    assert ifng in mask.terms and ifng not in set(mask.dropped_terms["term"])
+    assert int(mask.sizes[mask.terms.index(ifng)]) == row["size"]
+    assert len(mask.dropped_terms) == len(table) - 1 and "n_dropped" in repr(mask)
+    with pytest.raises(ValueError, match="not in the gene sets"):
+        gs.build_mask(PANEL, "go_bp", min_genes=8, keep_terms=["GO:none"])
+    with pytest.raises(ValueError, match="without any member gene"):
+        gs.build_mask(PANEL, {"a": PANEL, "b": ["x"]}, min_genes=8, keep_terms=["b"])

@@ -61,6 +61,16 @@ def _gene_table() -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=1)
+def _alias_table() -> pd.DataFrame:
+    """Previous and alternative human gene symbols: columns ``entrez_id``, ``alias``.
+
+    Aliases that are the current symbol of some gene are not in the table (a current symbol
+    always names its own gene); an alias can name several genes.
+    """
+    return _read_bundled_tsv("go", "hs_gene_aliases.tsv.gz")
+
+
+@functools.lru_cache(maxsize=1)
 def _sena_terms_table() -> pd.DataFrame:
     """SENA's GO BP term list: columns ``PathwayID``, ``topGO``."""
     return _read_bundled_tsv("sena", "sena_go_terms.tsv")

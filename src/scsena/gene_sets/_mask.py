@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import numbers
+import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -13,9 +15,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ._go import go_term_names
-from ._idmap import guess_id_type
+from ._idmap import GeneIdMapping, guess_id_type, map_gene_ids
 from ._io import as_gene_sets
 
+logger = logging.getLogger(__name__)
 _UNS_FORMAT = "scsena.GeneSetMask"
 _UNS_VERSION = 1
 
@@ -39,6 +42,14 @@ class GeneSetMask:
         Value of non-member entries in :meth:`to_dense` (SPEC's ``λ``, reference 0).
     term_names
         Human-readable term names (GO names for GO ids, else the id itself).
+    gene_ids
+        How :func:`build_mask` matched symbol ``var_names`` to the gene sets (directly,
+        through an alias, ambiguous, unmapped; see :class:`GeneIdMapping`), or ``None``.
+        Not stored by :meth:`to_uns`.
+    dropped_terms
+        Terms :func:`build_mask` dropped for having fewer than ``min_genes`` (but at least
+        one) member genes among ``var_names``: columns ``term``, ``name``, ``size``; ``None``
+        when unknown (e.g. after :meth:`from_uns`). Not stored by :meth:`to_uns`.
     """
 
     membership: sp.csr_matrix
@@ -47,6 +58,8 @@ class GeneSetMask:
     var_names: list[str]
     lambda_: float
     term_names: list[str]
+    gene_ids: GeneIdMapping | None = field(default=None, compare=False)
+    dropped_terms: pd.DataFrame | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         shape = (len(self.var_names), len(self.terms))
@@ -71,7 +84,9 @@ class GeneSetMask:
     def __repr__(self) -> str:
         return (
             f"GeneSetMask(n_genes={self.n_genes}, n_terms={self.n_terms}, "
-            f"n_pairs={self.membership.nnz}, lambda_={self.lambda_})"
+            f"n_pairs={self.membership.nnz}, lambda_={self.lambda_}"
+            + ("" if self.dropped_terms is None else f", n_dropped={len(self.dropped_terms)}")
+            + ")"
         )
 
     def __eq__(self, other: object) -> bool:
@@ -203,65 +218,8 @@ def _no_overlap_error(var_names: pd.Index, genes: np.ndarray) -> ValueError:
     return ValueError(f"{head} Check that both describe the same organism and id namespace.{hint}")
 
 
-def build_mask(
-    var_names: Iterable[str],
-    gene_sets: Any,
-    min_genes: int = 5,
-    lambda_: float = 0.0,
-) -> GeneSetMask:
-    """Build the gene x term mask of SENA's pathway layer.
-
-    Keeps the gene-term pairs whose gene is in ``var_names`` and the terms with at least
-    ``min_genes`` such genes, sorted by term id (SPEC section 2).
-
-    Parameters
-    ----------
-    var_names
-        Gene ids of the model's input features (``adata.var_names``), unique.
-    gene_sets
-        Term -> member genes mapping, or anything :func:`as_gene_sets` accepts (``"go_bp_sena"``,
-        ``"go_bp"``, a ``.gmt`` path, a long DataFrame); for the GO presets the gene id type is
-        guessed from ``var_names``.
-    min_genes
-        Minimum number of member genes among ``var_names`` for a term to be kept
-        (reference 5).
-    lambda_
-        Value of non-member entries of the dense mask, in ``[0, 1]`` (reference 0).
-
-    Returns
-    -------
-    GeneSetMask
-        The mask.
-
-    Raises
-    ------
-    ValueError
-        If ``var_names`` is empty or has duplicates, ``lambda_`` is outside ``[0, 1]``,
-        ``min_genes`` is negative, no gene of the sets is in ``var_names``, or no term has
-        ``min_genes`` genes. The messages say how to fix the input.
-    """
-    index = pd.Index([str(v) for v in var_names])
-    if len(index) == 0:
-        raise ValueError("var_names is empty")
-    if index.has_duplicates:
-        dups = index[index.duplicated()].unique()
-        raise ValueError(
-            f"var_names has {len(dups)} duplicated gene id(s) (e.g. {_examples(dups)}); make "
-            f"them unique first, e.g. adata.var_names_make_unique()"
-        )
-    if not isinstance(lambda_, numbers.Real) or not 0.0 <= float(lambda_) <= 1.0:
-        raise ValueError(f"lambda_ must be a number in [0, 1], got {lambda_!r}")
-    if isinstance(min_genes, bool) or not isinstance(min_genes, numbers.Integral):
-        raise ValueError(f"min_genes must be an integer >= 0, got {min_genes!r}")
-    if min_genes < 0:
-        raise ValueError(f"min_genes must be >= 0, got {min_genes}")
-
-    if not isinstance(gene_sets, Mapping):
-        gene_sets = as_gene_sets(gene_sets, id_type=guess_id_type(index))
-
-    names = [str(k) for k in gene_sets.keys()]
-    if len(set(names)) != len(names):
-        raise ValueError("gene set names must be unique (after conversion to str)")
+def _member_arrays(names: list[str], gene_sets: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    """All member genes (object array) and the position of each one's gene set."""
     members = []
     for name, genes in zip(names, gene_sets.values()):
         if isinstance(genes, str | bytes) or not isinstance(genes, Iterable):
@@ -277,28 +235,260 @@ def build_mask(
     )
     if pd.api.types.infer_dtype(genes, skipna=False) != "string":
         genes = np.asarray([str(g) for g in genes], dtype=object)
-    gene_pos = index.get_indexer(genes)
-    term_pos = np.repeat(np.arange(len(names)), lengths)
+    return genes, np.repeat(np.arange(len(names)), lengths)
+
+
+def _alias_keys(
+    index: pd.Index, genes: np.ndarray, aliases: bool
+) -> tuple[pd.Index, GeneIdMapping | None]:
+    """The names under which var_names are looked up in the gene sets, and the mapping report.
+
+    A symbol var_name that is an outdated alias of exactly one gene is looked up under that
+    gene's current symbol, unless the gene sets list the old name itself or the current
+    symbol is already a var_name (or the target of another alias: then it is ambiguous).
+    """
+    if not aliases or guess_id_type(index) != "symbol":
+        return index, None
+    report = map_gene_ids(index, to="symbol")
+    status = report.status.to_numpy().copy()
+    mapped = report.mapping.to_numpy().copy()
+    candidates = dict(report.candidates)
+    keys = index.to_numpy(dtype=object).copy()
+    pos = np.flatnonzero(status == "alias")
+    target = pd.Index(mapped[pos])
+    listed = pd.Index(keys[pos]).isin(genes)  # the gene sets use the old name themselves
+    clash = target.isin(index) | target.duplicated(keep=False)
+    use = ~listed & ~clash
+    keys[pos[use]] = mapped[pos[use]]
+    status[pos[listed]], mapped[pos[listed]] = "direct", keys[pos[listed]]
+    bad = pos[~listed & clash]
+    for p in bad:
+        candidates[str(keys[p])] = [str(mapped[p])]
+    status[bad], mapped[bad] = "ambiguous", np.nan
+    missing = pd.isna(mapped)
+    report = GeneIdMapping(
+        mapping=pd.Series(mapped, index=report.mapping.index, name="symbol", dtype=object),
+        n_mapped=int((~missing).sum()),
+        n_total=len(keys),
+        unmapped=index[missing].tolist(),
+        to="symbol",
+        status=pd.Series(status, index=report.mapping.index, name="status", dtype=object),
+        candidates=candidates,
+    )
+    return pd.Index(keys), report
+
+
+def _check_inputs(index: pd.Index, min_genes: Any, lambda_: Any) -> None:
+    if len(index) == 0:
+        raise ValueError("var_names is empty")
+    if index.has_duplicates:
+        dups = index[index.duplicated()].unique()
+        raise ValueError(
+            f"var_names has {len(dups)} duplicated gene id(s) (e.g. {_examples(dups)}); make "
+            f"them unique first, e.g. adata.var_names_make_unique()"
+        )
+    if not isinstance(lambda_, numbers.Real) or not 0.0 <= float(lambda_) <= 1.0:
+        raise ValueError(f"lambda_ must be a number in [0, 1], got {lambda_!r}")
+    if isinstance(min_genes, bool) or not isinstance(min_genes, numbers.Integral):
+        raise ValueError(f"min_genes must be an integer >= 0, got {min_genes!r}")
+    if min_genes < 0:
+        raise ValueError(f"min_genes must be >= 0, got {min_genes}")
+
+
+def _overlap(
+    index: pd.Index, gene_sets: Any, aliases: bool
+) -> tuple[list[str], sp.csc_matrix, GeneIdMapping | None]:
+    """Set names, the gene x set membership among ``index`` (all sets) and the alias report."""
+    if not isinstance(gene_sets, Mapping):
+        gene_sets = as_gene_sets(gene_sets, id_type=guess_id_type(index))
+    names = [str(k) for k in gene_sets.keys()]
+    if len(set(names)) != len(names):
+        raise ValueError("gene set names must be unique (after conversion to str)")
+    genes, term_pos = _member_arrays(names, gene_sets)
+    keys, report = _alias_keys(index, genes, aliases)
+    gene_pos = keys.get_indexer(genes)
     hit = gene_pos >= 0
     if not hit.any():
         raise _no_overlap_error(index, genes)
-
     pairs = sp.csc_matrix(
         (np.ones(int(hit.sum()), dtype=np.float32), (gene_pos[hit], term_pos[hit])),
         shape=(len(index), len(names)),
     )
     pairs.sum_duplicates()
     pairs.data[:] = 1.0  # a gene listed twice in a set counts once
-    sizes = np.diff(pairs.indptr)
-    keep = np.flatnonzero(sizes >= min_genes)
-    if keep.size == 0:
-        n_overlap, largest = int((sizes > 0).sum()), int(sizes.max())
+    return names, pairs, report
+
+
+def _term_table(terms: list[str], sizes: np.ndarray) -> pd.DataFrame:
+    """``term``, ``name`` (GO name for GO ids, else the id) and ``size``, by size then id."""
+    lookup = go_term_names([t for t in terms if t.startswith("GO:")]).dropna().to_dict()
+    table = pd.DataFrame(
+        {
+            "term": pd.Series(terms, dtype=object),
+            "name": pd.Series([str(lookup.get(t, t)) for t in terms], dtype=object),
+            "size": np.asarray(sizes, dtype=np.int64),
+        }
+    )
+    return table.sort_values(["size", "term"], ascending=[False, True], ignore_index=True)
+
+
+def _keep_positions(
+    names: list[str], sizes: np.ndarray, min_genes: int, keep_terms: Iterable[str] | str | None
+) -> np.ndarray:
+    """Positions of the kept sets: ``min_genes`` members, or named in ``keep_terms``."""
+    keep = sizes >= min_genes
+    if keep_terms is None:
+        return keep
+    wanted = [keep_terms] if isinstance(keep_terms, str) else [str(t) for t in keep_terms]
+    pos = pd.Index(names).get_indexer(wanted)
+    unknown = [t for t, p in zip(wanted, pos) if p < 0]
+    if unknown:
         raise ValueError(
-            f"no gene set has min_genes={min_genes} member genes among var_names: "
-            f"{n_overlap} of {len(names)} sets overlap var_names, the largest with "
-            f"{largest} gene(s); lower min_genes (e.g. min_genes={max(largest, 1)}) "
-            f"or use more genes / larger gene sets"
+            f"keep_terms names {len(unknown)} term(s) that are not in the gene sets: "
+            f"{unknown[:10]}; use term ids of the collection (e.g. 'GO:0071346')"
         )
+    empty = [t for t, p in zip(wanted, pos) if sizes[p] == 0]
+    if empty:
+        raise ValueError(
+            f"keep_terms names {len(empty)} term(s) without any member gene among var_names: "
+            f"{empty[:10]}; a term needs at least one measured gene"
+        )
+    keep[pos] = True
+    return keep
+
+
+def _report_dropped(dropped: pd.DataFrame, n_kept: int, min_genes: int) -> None:
+    if dropped.empty:
+        return
+    message = (
+        f"build_mask: kept {n_kept:,} gene sets; {len(dropped):,} more have "
+        f"{'1' if min_genes == 2 else f'1 to {min_genes - 1}'} member gene(s) among var_names "
+        f"(fewer than min_genes={min_genes}) and were dropped. List them with "
+        f"scsena.gene_sets.dropped_terms(var_names, gene_sets) (term, name, size) and keep "
+        f"chosen ones with keep_terms=[...]."
+    )
+    logger.info(message)
+    if len(dropped) >= n_kept:  # typical of targeted panels: most overlapping sets are lost
+        warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _report_aliases(report: GeneIdMapping | None) -> None:
+    if report is None:
+        return
+    counts = report.counts()
+    logger.info("build_mask: var_names %s", report.summary())
+    if not (counts["alias"] or counts["ambiguous"]):
+        return
+    aliased = ", ".join(f"{a} -> {b}" for a, b in list(report.aliased.items())[:3])
+    message = (
+        f"build_mask: {counts['alias']:,} var_names are previous or alternative gene symbols, "
+        f"matched to the gene sets through their current symbol"
+        + (f" ({aliased}{', ...' if counts['alias'] > 3 else ''})" if aliased else "")
+    )
+    if counts["ambiguous"]:
+        amb = list(report.ambiguous.items())[:3]
+        message += (
+            f"; {counts['ambiguous']:,} are ambiguous and in no gene set ("
+            + ", ".join(f"{a}: {' or '.join(b)}" for a, b in amb)
+            + "): rename them to the intended current symbol to include them"
+        )
+    message += (
+        ". Full report: scsena.gene_sets.map_gene_ids(var_names, to='symbol').report(); "
+        "aliases=False turns this off."
+    )
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
+def _small_panel_error(
+    index: pd.Index, names: list[str], sizes: np.ndarray, min_genes: int, gene_sets: Any
+) -> ValueError:
+    n_overlap, largest = int((sizes > 0).sum()), int(sizes.max())
+    head = (
+        f"no gene set has min_genes={min_genes} member genes among var_names: "
+        f"{n_overlap} of {len(names)} sets overlap var_names, the largest with "
+        f"{largest} gene(s)."
+    )
+    lower = f"lower min_genes (e.g. min_genes={max(largest, 1)})"
+    if isinstance(gene_sets, str) and gene_sets == "go_bp_sena":
+        full = _overlap(index, "go_bp", aliases=True)[1]
+        n_full = int((np.diff(full.indptr) >= min_genes).sum())
+        if n_full:
+            return ValueError(
+                f"{head} SENA's 1,424 GO terms are too few for these genes (a targeted panel?); "
+                f'the full GO BP collection keeps {n_full:,} terms here: pass gene_sets="go_bp". '
+                f"Otherwise {lower}."
+            )
+    return ValueError(f"{head} Use larger gene sets (e.g. gene_sets=\"go_bp\"), or {lower}.")
+
+
+def build_mask(
+    var_names: Iterable[str],
+    gene_sets: Any,
+    min_genes: int = 5,
+    lambda_: float = 0.0,
+    *,
+    keep_terms: Iterable[str] | str | None = None,
+    aliases: bool = True,
+) -> GeneSetMask:
+    """Build the gene x term mask of SENA's pathway layer.
+
+    Keeps the gene-term pairs whose gene is in ``var_names`` and the terms with at least
+    ``min_genes`` such genes (plus the terms named in ``keep_terms``), sorted by term id.
+    Gene symbols in ``var_names`` that are previous or alternative symbols of exactly one
+    gene (e.g. ``MARCH8``, now ``MARCHF8``) are matched to the gene sets through the current
+    symbol; ambiguous ones (e.g. ``SEPT2``: ``SEPTIN2`` or ``SEPTIN6``) are not, and a
+    warning names both kinds. How many terms ``min_genes`` dropped is logged (and warned
+    when they are at least as many as the kept ones, as on targeted panels);
+    ``mask.dropped_terms`` or :func:`dropped_terms` lists them.
+
+    Parameters
+    ----------
+    var_names
+        Gene ids of the model's input features (``adata.var_names``), unique.
+    gene_sets
+        Term -> member genes mapping, or anything :func:`as_gene_sets` accepts (``"go_bp_sena"``,
+        ``"go_bp"``, a ``.gmt`` path, a long DataFrame); for the GO presets the gene id type is
+        guessed from ``var_names``.
+    min_genes
+        Minimum number of member genes among ``var_names`` for a term to be kept
+        (reference 5).
+    lambda_
+        Value of non-member entries of the dense mask, in ``[0, 1]`` (reference 0).
+    keep_terms
+        Term ids kept whatever their size (each needs at least one member gene among
+        ``var_names``), e.g. ``["GO:0071346", "GO:0060333"]``.
+    aliases
+        Match outdated symbols in ``var_names`` through the bundled human alias table
+        (symbol ``var_names`` only); ``False`` uses ``var_names`` exactly as they are.
+
+    Returns
+    -------
+    GeneSetMask
+        The mask; ``mask.gene_ids`` is the alias report of the var_names
+        (:class:`GeneIdMapping`, ``None`` for Ensembl ids or ``aliases=False``) and
+        ``mask.dropped_terms`` the terms dropped by ``min_genes``.
+
+    Raises
+    ------
+    ValueError
+        If ``var_names`` is empty or has duplicates, ``lambda_`` is outside ``[0, 1]``,
+        ``min_genes`` is negative, no gene of the sets is in ``var_names``, no term has
+        ``min_genes`` genes (for ``"go_bp_sena"`` the message says how many terms the full
+        ``"go_bp"`` collection keeps), or ``keep_terms`` names an unknown or empty term. The
+        messages say how to fix the input.
+    """
+    index = pd.Index([str(v) for v in var_names])
+    _check_inputs(index, min_genes, lambda_)
+    names, pairs, report = _overlap(index, gene_sets, aliases)
+    sizes = np.diff(pairs.indptr)
+    keep = np.flatnonzero(_keep_positions(names, sizes, min_genes, keep_terms))
+    if keep.size == 0:
+        raise _small_panel_error(index, names, sizes, min_genes, gene_sets)
+    small = np.flatnonzero((sizes > 0) & (sizes < min_genes))
+    small = np.setdiff1d(small, keep)
+    dropped = _term_table([names[i] for i in small], sizes[small])
+    _report_aliases(report)
+    _report_dropped(dropped, len(keep), min_genes)
     kept_names = np.asarray(names, dtype=object)[keep]
     order = keep[np.argsort(kept_names.astype(str), kind="stable")]
     membership = pairs[:, order].tocsr()
@@ -313,4 +503,43 @@ def build_mask(
         var_names=index.tolist(),
         lambda_=float(lambda_),
         term_names=[str(lookup.get(t, t)) for t in terms],
+        gene_ids=report,
+        dropped_terms=dropped,
     )
+
+
+def dropped_terms(
+    var_names: Iterable[str], gene_sets: Any, min_genes: int = 5, *, aliases: bool = True
+) -> pd.DataFrame:
+    """Gene sets that :func:`build_mask` drops for having too few genes among ``var_names``.
+
+    Parameters
+    ----------
+    var_names
+        Gene ids of the model's input features (``adata.var_names``).
+    gene_sets
+        As in :func:`build_mask` (``"go_bp_sena"``, ``"go_bp"``, a GMT path, a dict ...).
+    min_genes
+        The threshold of :func:`build_mask`.
+    aliases
+        As in :func:`build_mask`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``term``, ``name`` (GO name for GO ids, else the id) and ``size`` (member
+        genes among ``var_names``, from 1 to ``min_genes - 1``), largest first. Pass chosen
+        ``term`` values as ``keep_terms`` to keep them.
+
+    Examples
+    --------
+    >>> from scsena import gene_sets as gs
+    >>> table = gs.dropped_terms(adata.var_names, "go_bp")  # doctest: +SKIP
+    >>> table[table["name"].str.contains("interferon-gamma")]  # doctest: +SKIP
+    """
+    index = pd.Index([str(v) for v in var_names])
+    _check_inputs(index, min_genes, 0.0)
+    names, pairs, _ = _overlap(index, gene_sets, aliases)
+    sizes = np.diff(pairs.indptr)
+    small = np.flatnonzero((sizes > 0) & (sizes < min_genes))
+    return _term_table([names[i] for i in small], sizes[small])
