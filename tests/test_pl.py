@@ -209,3 +209,31 @@ def test_mudata_input(small):
     bare = md.MuData({"rna": adata})
     with pytest.raises(ValueError, match="setup_mudata"):
         pl.pathway_activity(model, bare)
+
+
+def test_differential_activity_dot_plot(small, tmp_path):
+    model, adata = small
+    res = model.differential_activity()
+    groups = list(dict.fromkeys(res["perturbation"]))
+    out = tmp_path / "da.png"
+    ax = pl.differential_activity(res, n_terms=2, label_width=30, save=out)
+    terms = list(dict.fromkeys(res.loc[res["rank"] <= 2, "term"]))
+    dots = ax.collections[0]
+    assert len(dots.get_offsets()) == len(groups) * len(terms)
+    assert [t.get_text() for t in ax.get_xticklabels()] == groups
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    names = dict(zip(res["term"], res["term_name"]))
+    # full names, wrapped, never truncated
+    assert {lab.replace("\n", " ") for lab in labels} == {names[t] for t in terms}
+    assert all(len(line) <= 30 or " " not in line for lab in labels for line in lab.split("\n"))
+    first = res[res["perturbation"] == groups[0]].set_index("term")
+    np.testing.assert_allclose(
+        dots.get_array()[: len(terms)], first.loc[terms, "std_effect"].to_numpy()
+    )
+    assert out.exists() and out.stat().st_size > 0
+    ax = pl.differential_activity(model, perturbations=[groups[1]], n_terms=3)
+    assert len(ax.collections[0].get_offsets()) == 3
+    with pytest.raises(ValueError, match="lack the columns"):
+        pl.differential_activity(res.drop(columns="std_effect"))
+    with pytest.raises(ValueError, match="No results for"):
+        pl.differential_activity(res, perturbations=["NOT_A_TARGET"])
