@@ -261,3 +261,14 @@ def test_cli_shows_scsena_warnings(small_run, tmp_path, no_cwd_writes):
     with pytest.warns(UserWarning, match="raw counts"):
         main(["train", "--data", str(tmp_path / "counts.h5ad"), "--epochs", "1",
               "--save-dir", str(tmp_path / "c")])
+
+
+def test_cli_preset_reference_trains_the_published_model(tmp_path, no_cwd_writes):
+    save = tmp_path / "ref"
+    args = ["train", *SMALL, "--epochs", "1", "--preset", "reference", "--save-dir", str(save)]
+    assert main(args) == 0
+    model = scsena.SENAVAE.load(save / "seed0" / "model")
+    assert model.preset_ == "reference"
+    assert type(model.module.intervention).__name__ == "InterventionEncoder"
+    with pytest.raises(SystemExit):
+        main(["train", *SMALL, "--preset", "paper", "--save-dir", str(tmp_path / "x")])

@@ -108,6 +108,17 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _heldout(values: list[str] | None) -> str | int | list[str]:
+    """``--heldout``: nothing -> "auto"; one of auto/all or a number as such; else names."""
+    if not values:
+        return "auto"
+    if len(values) == 1 and values[0] in ("auto", "all"):
+        return values[0]
+    if len(values) == 1 and values[0].isdigit():
+        return int(values[0])
+    return list(values)
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
@@ -201,12 +212,13 @@ def _train(args: argparse.Namespace) -> int:
         model = scsena.SENAVAE(
             adata,
             n_latent=args.latent_dim,
+            preset=args.preset,
             encoder=args.encoder,
             sena_lambda=args.sena_lambda,
             mmd_sigma=args.mmd_sigma,
             lambda_l1=args.lambda_l1,
             dtype=args.dtype,
-            heldout=args.heldout if args.heldout else "auto",
+            heldout=_heldout(args.heldout),
             seed=seed,
         )
         run_dir = os.path.join(args.save_dir, f"seed{seed}")
@@ -434,6 +446,24 @@ def _trusted_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _threads_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="CPU threads of torch (sets scvi.settings.num_threads; default: torch's choice, "
+        "usually all cores). 1 is often fastest on a busy or small machine.",
+    )
+
+
+def _use_threads(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` through scvi-tools' setting, which training honours."""
+    if getattr(args, "threads", None) is not None:
+        import scvi
+
+        scvi.settings.num_threads = args.threads
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``scsena`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -451,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--accelerator", default="auto")
     demo.add_argument("--mask-only", action="store_true", help="Stop after the mask.")
+    _threads_arg(demo)
     demo.set_defaults(func=_demo)
 
     train = sub.add_parser(
@@ -465,6 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--layer", default=None)
     train.add_argument("--gene-sets", default="go_bp_sena", help="Preset name or GMT path.")
     train.add_argument("--min-genes", type=int, default=5)
+    train.add_argument(
+        "--preset",
+        choices=["scsena", "reference"],
+        default="scsena",
+        help="scsena: the default model; reference: the published SENA-discrepancy-VAE exactly.",
+    )
     train.add_argument("--encoder", choices=["sena", "original"], default="sena")
     train.add_argument("--latent-dim", type=int, default=None, help="Default: number of targets.")
     train.add_argument("--sena-lambda", type=float, default=0.0)
@@ -478,7 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=1e-3)
     train.add_argument("--grad-clip", type=float, default=None, help="Reference option: 0.5.")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    train.add_argument("--heldout", nargs="*", default=None, help="Held-out single targets.")
+    train.add_argument(
+        "--heldout",
+        nargs="*",
+        default=None,
+        help="Targets with test cells: 'auto' (default), 'all', a number of random targets, "
+        "or target names.",
+    )
     train.add_argument("--seeds", type=int, nargs="+", default=[0])
     train.add_argument("--accelerator", default="auto", help="auto, cpu, gpu ...")
     train.add_argument("--devices", default="auto")
@@ -490,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--experiment", default="scsena")
     train.add_argument("--progress", action="store_true", help="Show the progress bar.")
+    _threads_arg(train)
     train.set_defaults(func=_train)
 
     ev = sub.add_parser("evaluate", help="Evaluate trained runs and baselines on the folds.")
@@ -498,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, help="Output directory (default: --model-dir).")
     ev.add_argument("--name", default="sena")
     ev.add_argument("--n-de-genes", type=int, default=20)
+    _threads_arg(ev)
     _trusted_arg(ev)
     ev.set_defaults(func=_evaluate)
 
@@ -506,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(act, required=False)
     act.add_argument("--out", default=None, help="Output .h5ad (default: in the run directory).")
     act.add_argument("--method", choices=["mean_diff", "ttest"], default="mean_diff")
+    _threads_arg(act)
     _trusted_arg(act)
     act.set_defaults(func=_activity)
     return parser
@@ -516,6 +562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with warnings.catch_warnings():
         _quiet()
+        _use_threads(args)
         return int(args.func(args) or 0)
 
 
