@@ -6,13 +6,15 @@ Side by side in one process, on the Perturb-seq simulator at Norman 2019 scale
 (a) the reference forward pass of ``_reference.py`` (float64, ``W * M`` every step,
     ``torch.inverse``, MMD on expanded differences, one-hot perturbations, batches
     built cell by cell), and
-(b) scsena's ``SENAModule`` (float32) fed by ``PairedPerturbationDataset`` through
-    the loader of ``make_loader``.
+(b) scsena's ``SENAModule`` (float32) of ``preset="reference"`` fed by
+    ``PairedPerturbationDataset`` through the loader of ``make_loader``, and
+(c) the same for the default ``preset="scsena"`` (assignment table, balance and
+    mean-shift terms, counterfactual predictions): the cost of its remedies.
 
 First checks that both give the same loss (and gradients) from the same weights on
 the same batch. Then times training steps (batch read, forward, backward, Adam step)
-per batch size, alternating (a) and (b) in repeated blocks so that both see the same
-machine load, and reports medians over the blocks. Last, times whole epochs of
+per batch size, alternating (a), (b) and (c) in repeated blocks so that all see the
+same machine load, and reports medians over the blocks. Last, times whole epochs of
 ``SENAVAE.train`` (data loading and Lightning included).
 
 Run: python benchmarks/train_throughput.py [--n-cells 20000] [--batch-sizes 32,128,512]
@@ -67,7 +69,8 @@ def build(args):
         seed=args.seed,
     )
     scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids", gene_sets="go_bp_sena")
-    model = scsena.SENAVAE(adata, seed=args.seed)
+    model = scsena.SENAVAE(adata, seed=args.seed, preset="reference")
+    default = scsena.SENAVAE(adata, seed=args.seed)
     ds = model._fold_dataset(adata, ["train"], args.seed)
     mask = adata.uns["scsena_mask"]
     print(
@@ -75,7 +78,7 @@ def build(args):
         f"{len(model.targets_)} targets, {len(model.term_ids_)} gene sets kept, "
         f"Z = {model.n_latent} (built in {time.perf_counter() - t:.1f} s)"
     )
-    return adata, model, ds, mask
+    return adata, model, default.module, ds, mask
 
 
 def clone_module(module, dtype=torch.float32):
@@ -248,7 +251,9 @@ def make_scsena_step(module, device):
     def step(batch):
         batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         _, _, out = module(
-            batch, generative_kwargs={"temperature": 1.0}, loss_kwargs={"alpha": 1.0, "beta": 1.0}
+            batch,
+            generative_kwargs={"temperature": 1.0},
+            loss_kwargs={"alpha": 1.0, "beta": 1.0, "temperature": 1.0},
         )
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
@@ -276,7 +281,7 @@ def mmd_tensor_gib(batch_size: int, n_genes: int) -> float:
     return (2 * batch_size) ** 2 * n_genes * 8 / 2**30
 
 
-def bench_steps(args, module, ref_template, ds, ref_ds, device) -> None:
+def bench_steps(args, module, default_module, ref_template, ds, ref_ds, device) -> None:
     print(
         f"\n== training steps (batch read + forward + backward + Adam); {args.repeats} "
         f"alternating blocks of up to {args.steps} steps per path (at most "
@@ -296,13 +301,20 @@ def bench_steps(args, module, ref_template, ds, ref_ds, device) -> None:
             f"\nbatch {bs}: {len(batches)} batches per epoch{note}; RSS before: {rss_mib():.0f} MiB"
         )
         module_b = clone_module(module).to(device).train()
+        default_b = copy.deepcopy(default_module).to(device).train()
         runners = [
             Runner(
                 "scsena",
                 make_scsena_step(module_b, device),
                 DataLoader(ds, sampler=batches, batch_size=None),
                 device,
-            )
+            ),
+            Runner(
+                "default",
+                make_scsena_step(default_b, device),
+                DataLoader(ds, sampler=batches, batch_size=None),
+                device,
+            ),
         ]
         ref_gib = mmd_tensor_gib(bs, ds.matrix.shape[1])
         if ref_gib <= args.ref_max_gib:
@@ -331,6 +343,10 @@ def bench_steps(args, module, ref_template, ds, ref_ds, device) -> None:
             for r in order:
                 r.block(args.steps, args.block_seconds)
         res = {r.name: r.summary(bs) for r in runners}
+        print(
+            "paths: reference = the published form; scsena = preset='reference'; "
+            "default = preset='scsena'"
+        )
         print(header)
         for name, s in res.items():
             line = (
@@ -348,6 +364,12 @@ def bench_steps(args, module, ref_template, ds, ref_ds, device) -> None:
                 f"batch read {a['data_ms'] / b['data_ms']:.0f}x faster)"
             )
             rows.append((bs, b["cells_s"] / a["cells_s"]))
+        d, b = res["default"], res["scsena"]
+        print(
+            f"batch {bs}: default / preset='reference' step time = "
+            f"{d['step_ms'] / b['step_ms']:.2f}x (batch read + step "
+            f"{(d['data_ms'] + d['step_ms']) / (b['data_ms'] + b['step_ms']):.2f}x)"
+        )
         del runners
     if rows:
         print(
@@ -379,7 +401,10 @@ class EpochTimer(pl.Callback):
 
 
 def bench_epochs(args, adata, device) -> None:
-    print(f"\n== SENAVAE.train(max_epochs={args.epochs}, batch_size={args.epoch_batch_size}) ==")
+    print(
+        f"\n== SENAVAE(preset={args.epoch_preset!r}).train(max_epochs={args.epochs}, "
+        f"batch_size={args.epoch_batch_size}) =="
+    )
     n_cells = args.epoch_n_cells or args.n_cells
     if n_cells != adata.n_obs:
         adata = scsena.datasets.simulate_perturbseq(
@@ -391,7 +416,7 @@ def bench_epochs(args, adata, device) -> None:
         )
         scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids", gene_sets="go_bp_sena")
     print(f"data: {adata.n_obs} cells x {adata.n_vars} genes (same simulator settings)")
-    model = scsena.SENAVAE(adata, seed=args.seed)
+    model = scsena.SENAVAE(adata, seed=args.seed, preset=args.epoch_preset)
     timer = EpochTimer()
     reset = reset_peak_rss()
     if device.type == "cuda":
@@ -456,6 +481,7 @@ def main() -> None:
     )
     parser.add_argument("--epochs", type=int, default=2, help="epochs of SENAVAE.train; 0 skips")
     parser.add_argument("--epoch-batch-size", type=int, default=32)
+    parser.add_argument("--epoch-preset", choices=["scsena", "reference"], default="scsena")
     parser.add_argument(
         "--epoch-n-cells",
         type=int,
@@ -490,7 +516,7 @@ def main() -> None:
     )
     t_all = time.perf_counter()
     torch.manual_seed(args.seed)
-    adata, model, ds, mask = build(args)
+    adata, model, default_module, ds, mask = build(args)
     module = model.module
     ref = ReferenceSENA(mask_membership(mask), len(model.targets_), model.n_latent)
     load_from_scsena(ref, module)
@@ -503,7 +529,7 @@ def main() -> None:
         f"({100 * float((ref.fc1.mask != 0).double().mean()):.2f}% of G x T)"
     )
     check_agreement(module, ref, ds, ref_ds, 32, args.seed)
-    bench_steps(args, module, ref, ds, ref_ds, device)
+    bench_steps(args, module, default_module, ref, ds, ref_ds, device)
     if args.epochs > 0:
         bench_epochs(args, adata, device)
     print(

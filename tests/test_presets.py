@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import scsena
+import scsena.evaluate
 from conftest import TRAIN_KW
 from scsena.module import (
     InterventionEncoder,
@@ -167,3 +168,23 @@ def test_default_intervention_targets_recover_the_truth(trained):
     assert isinstance(score["matching"], pd.DataFrame)
     # the one-to-one start names factors arbitrarily: recovery is measured after matching
     assert score["accuracy"] >= 0.75
+
+
+@pytest.mark.slow
+def test_default_beats_control_on_the_issue_data():
+    """The default model, set up and trained with defaults (40 epochs), on 6,000 cells."""
+    adata = scsena.datasets.simulate_perturbseq(
+        n_cells=6000, n_genes=1000, n_targets=12, n_doubles=8, seed=0
+    )
+    scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids")
+    model = scsena.SENAVAE(adata)
+    model.train(**(TRAIN_KW | {"max_epochs": 40, "batch_size": 32}))
+    distinct = model.get_intervention_targets()["latent"].nunique()
+    assert distinct >= 0.8 * len(model.targets_)
+    res = scsena.evaluate.evaluate_model(model, folds=("double", "test"), activation_test=False)
+    for fold in ("double", "test"):
+        table = res.table(["mmd", "energy", "l2_top1000", "pearson_delta_de"], fold=fold)
+        for metric in ("mmd", "energy", "l2_top1000"):
+            assert table.loc["sena", metric] < table.loc["control", metric], (fold, metric)
+        additive = table.loc["additive", "pearson_delta_de"]
+        assert table.loc["sena", "pearson_delta_de"] >= 0.8 * additive, fold
