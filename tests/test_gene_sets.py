@@ -519,7 +519,7 @@ def test_small_panel_error_names_go_bp():
         gs.build_mask(VAR, SETS, min_genes=4)
 
 
-def test_dropped_terms_table_and_keep_terms():
+def test_dropped_terms_table_and_keep_terms(caplog):
     ifng = "GO:0060333"  # interferon-gamma-mediated signaling pathway
     table = gs.dropped_terms(PANEL, "go_bp", min_genes=8)
     assert list(table.columns) == ["term", "name", "size"]
@@ -527,9 +527,11 @@ def test_dropped_terms_table_and_keep_terms():
     assert (table["size"].between(1, 7)).all() and table["size"].is_monotonic_decreasing
     row = table.set_index("term").loc[ifng]
     assert row["name"] == "interferon-gamma-mediated signaling pathway"
-    # most overlapping sets are dropped here (a panel): the user is told how many
-    with pytest.warns(UserWarning, match=r"more have 1 to 7 member.*dropped_terms.*keep_terms"):
+    with caplog.at_level(logging.INFO, logger="scsena"):
         mask = gs.build_mask(PANEL, "go_bp", min_genes=8, keep_terms=[ifng])
+    assert f"{len(table) - 1:,} more have 1 to 7 member" in caplog.text
+    assert "dropped_terms" in caplog.text and "keep_terms" in caplog.text
+    assert gs.GeneSetMask.from_uns(mask.to_uns()).n_dropped == len(table) - 1
     assert ifng in mask.terms and ifng not in set(mask.dropped_terms["term"])
     assert int(mask.sizes[mask.terms.index(ifng)]) == row["size"]
     assert len(mask.dropped_terms) == len(table) - 1 and "n_dropped" in repr(mask)

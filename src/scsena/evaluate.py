@@ -109,7 +109,8 @@ def evaluate_model(
         Baselines to add (``"control"``, ``"additive"``); empty for none.
     n_de_genes
         Number of top DE genes (vs control, scanpy ``rank_genes_groups``) for the
-        ``*_de`` metrics.
+        ``*_de`` metrics, computed on the expression registered at setup (its
+        ``layer``, else ``adata.X``), like every other metric.
     max_cells
         At most this many real and predicted cells per perturbation.
     temperature
@@ -157,7 +158,7 @@ def evaluate_model(
                 if de_cache is not None and key in de_cache:
                     de = de_cache[key]
                 else:
-                    de = _top_de(adata, de_labels, pert, n_de_genes)
+                    de = _top_de(adata, matrix, de_labels, pert, n_de_genes)
                     if de_cache is not None:
                         de_cache[key] = de
             preds = {
@@ -222,12 +223,13 @@ def _assignment_rows(model, adata, name: str, temperature: float) -> list:
     return rows
 
 
-def _top_de(adata, labels: pd.Series, group: str, n: int) -> np.ndarray:
+def _top_de(adata, matrix, labels: pd.Series, group: str, n: int) -> np.ndarray:
+    """Top DE genes of ``group`` vs control, from ``matrix`` (the registered expression)."""
     import anndata as ad
 
     keep = (labels == group) | (labels == "")
     view = ad.AnnData(
-        X=adata.X[np.flatnonzero(keep.to_numpy())] if adata.X is not None else None,
+        X=matrix[np.flatnonzero(keep.to_numpy())],
         obs=pd.DataFrame({"g": labels[keep].to_numpy()}, index=adata.obs_names[keep.to_numpy()]),
     )
     view.var_names = adata.var_names

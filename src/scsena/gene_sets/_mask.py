@@ -50,6 +50,8 @@ class GeneSetMask:
         Terms :func:`build_mask` dropped for having fewer than ``min_genes`` (but at least
         one) member genes among ``var_names``: columns ``term``, ``name``, ``size``; ``None``
         when unknown (e.g. after :meth:`from_uns`). Not stored by :meth:`to_uns`.
+    n_dropped
+        Number of those terms (kept by :meth:`to_uns`), ``None`` when unknown.
     """
 
     membership: sp.csr_matrix
@@ -60,6 +62,7 @@ class GeneSetMask:
     term_names: list[str]
     gene_ids: GeneIdMapping | None = field(default=None, compare=False)
     dropped_terms: pd.DataFrame | None = field(default=None, compare=False)
+    n_dropped: int | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         shape = (len(self.var_names), len(self.terms))
@@ -85,7 +88,7 @@ class GeneSetMask:
         return (
             f"GeneSetMask(n_genes={self.n_genes}, n_terms={self.n_terms}, "
             f"n_pairs={self.membership.nnz}, lambda_={self.lambda_}"
-            + ("" if self.dropped_terms is None else f", n_dropped={len(self.dropped_terms)}")
+            + ("" if self.n_dropped is None else f", n_dropped={self.n_dropped}")
             + ")"
         )
 
@@ -146,6 +149,7 @@ class GeneSetMask:
             "var_names": np.asarray(self.var_names, dtype=str),
             "sizes": np.asarray(self.sizes, dtype=np.int64),
             "lambda_": float(self.lambda_),
+            **({} if self.n_dropped is None else {"n_dropped": int(self.n_dropped)}),
         }
 
     @classmethod
@@ -183,6 +187,7 @@ class GeneSetMask:
             var_names=_str_list(d["var_names"]),
             lambda_=float(d["lambda_"]),
             term_names=_str_list(d["term_names"]),
+            n_dropped=int(d["n_dropped"]) if "n_dropped" in d else None,
         )
 
 
@@ -368,8 +373,6 @@ def _report_dropped(dropped: pd.DataFrame, n_kept: int, min_genes: int) -> None:
         f"chosen ones with keep_terms=[...]."
     )
     logger.info(message)
-    if len(dropped) >= n_kept:  # typical of targeted panels: most overlapping sets are lost
-        warnings.warn(message, UserWarning, stacklevel=3)
 
 
 def _report_aliases(report: GeneIdMapping | None) -> None:
@@ -437,9 +440,9 @@ def build_mask(
     Gene symbols in ``var_names`` that are previous or alternative symbols of exactly one
     gene (e.g. ``MARCH8``, now ``MARCHF8``) are matched to the gene sets through the current
     symbol; ambiguous ones (e.g. ``SEPT2``: ``SEPTIN2`` or ``SEPTIN6``) are not, and a
-    warning names both kinds. How many terms ``min_genes`` dropped is logged (and warned
-    when they are at least as many as the kept ones, as on targeted panels);
-    ``mask.dropped_terms`` or :func:`dropped_terms` lists them.
+    warning names both kinds. How many terms ``min_genes`` dropped is logged (INFO) and
+    kept as ``mask.n_dropped`` (a model's summary shows it); ``mask.dropped_terms`` or
+    :func:`dropped_terms` lists them.
 
     Parameters
     ----------
@@ -505,6 +508,7 @@ def build_mask(
         term_names=[str(lookup.get(t, t)) for t in terms],
         gene_ids=report,
         dropped_terms=dropped,
+        n_dropped=len(dropped),
     )
 
 

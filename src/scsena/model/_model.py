@@ -37,6 +37,7 @@ from scsena._perturbations import (
     normalise_labels,
     parse_perturbations,
 )
+from scsena._runtime import training_run
 from scsena._validation import check_expression, warn_constant_genes
 from scsena.metrics import activation_scores, affected_terms, interpretability_metrics
 from scsena.metrics._differential import differential_test, rank_genes_groups_uns
@@ -309,8 +310,18 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
     dtype
         ``"float32"`` (default) or ``"float64"`` (the reference's precision).
     heldout
-        Single perturbations of the test fold: ``"auto"`` (see
-        :func:`~scsena.model._folds.resolve_heldout`), a list, or ``None``.
+        Single targets whose cells are split between training and the test fold
+        (``test_fraction`` of each one's cells are tested):
+
+        - ``"auto"``: the data set's reference list when it has one (the Norman 2019
+          loader records it), else the Norman 2019 list where it overlaps the targets,
+          else 10% of the targets (at least one) drawn with ``seed``, e.g. 2 random
+          targets of a 25-target screen;
+        - ``"all"``: every single target (test cells of every target);
+        - an ``int``: that many targets drawn with ``seed``;
+        - a list of target names; ``None``: no test fold.
+
+        ``heldout_`` lists the resolved targets (sorted ``str``).
     test_fraction
         Share of each held-out perturbation's cells in the test fold (0.2).
     seed
@@ -348,7 +359,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         lambda_mean: float | None = None,
         prediction: Literal["direct", "residual"] | None = None,
         dtype: Literal["float32", "float64"] = "float32",
-        heldout: str | Sequence[str] | None = "auto",
+        heldout: str | int | Sequence[str] | None = "auto",
         test_fraction: float = 0.2,
         seed: int = 0,
         registry: dict | None = None,
@@ -421,7 +432,9 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             adata.obs[ADATA_KEYS.FOLD] = folds
         self._model_summary_string = (
             f"SENAVAE: preset={preset}, encoder={encoder}, {mask.n_genes} genes, "
-            f"{mask.n_terms} gene sets, {len(self.targets_)} targets, {n_latent} latent factors, lambda={sena_lambda}, "
+            f"{mask.n_terms} gene sets"
+            + (f" ({mask.n_dropped} more dropped by min_genes)" if mask.n_dropped else "")
+            + f", {len(self.targets_)} targets, {n_latent} latent factors, lambda={sena_lambda}, "
             f"dtype={dtype}, held out: {', '.join(self.heldout_) or 'none'}"
         )
         self.init_params_ = self._get_init_params(locals())
@@ -438,6 +451,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         gene_sets: str | Path | pd.DataFrame | Mapping | None = "go_bp_sena",
         min_genes: int = 5,
         mask_key: str = ADATA_KEYS.MASK,
+        keep_terms: Sequence[str] | None = None,
         **kwargs,
     ) -> None:
         """Register the expression, the perturbation column and the gene-set mask.
@@ -460,12 +474,20 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             BP terms), a GMT path, a long DataFrame (``source``/``target``) or a dict
             of lists; gene identifiers must match ``var_names`` (bundled GO sets use
             Ensembl IDs: pass symbols through :func:`scsena.gene_sets.map_gene_sets`
-            or ``scsena.gene_sets.go_bp(id_type="symbol")``). ``None`` reuses the mask
-            already in ``adata.uns[mask_key]``.
+            or ``scsena.gene_sets.go_bp(id_type="symbol")``). With gene-symbol
+            ``var_names``, outdated symbols (``MARCH8``) are matched through their
+            current symbol (``MARCHF8``) and ambiguous ones are named in a warning
+            (see :func:`scsena.gene_sets.build_mask`). ``None`` reuses the mask
+            already in ``adata.uns[mask_key]``. On a targeted panel of a few hundred
+            genes, SENA's terms may be too few: ``"go_bp"`` keeps many more.
         min_genes
-            Keep gene sets with at least this many genes among ``var_names``.
+            Keep gene sets with at least this many genes among ``var_names``; the
+            dropped ones are listed by :func:`scsena.gene_sets.dropped_terms`.
         mask_key
             Key of ``adata.uns`` where the mask is stored.
+        keep_terms
+            Term ids kept whatever their size among ``var_names`` (at least one gene),
+            e.g. ``["GO:0060333"]``.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
@@ -504,8 +526,9 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
                 "another `mask_key`."
             )
         if gene_sets is not None and source_registry is None:
-            collection = gs.as_gene_sets(gene_sets, id_type=gs.guess_id_type(adata.var_names))
-            mask = gs.build_mask(adata.var_names, collection, min_genes=min_genes)
+            mask = gs.build_mask(
+                adata.var_names, gene_sets, min_genes=min_genes, keep_terms=keep_terms
+            )
             adata.uns[mask_key] = mask.to_uns()
         elif gene_sets is None and mask_key not in adata.uns and source_registry is None:
             raise ValueError(
@@ -534,6 +557,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         gene_sets: str | Path | pd.DataFrame | Mapping | None = "go_bp_sena",
         min_genes: int = 5,
         mask_key: str = ADATA_KEYS.MASK,
+        keep_terms: Sequence[str] | None = None,
         **kwargs,
     ) -> None:
         """Register a :class:`~mudata.MuData`: an RNA modality and the perturbations.
@@ -558,7 +582,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         guide_target_key
             Column of the guide modality's ``var`` with each guide's target
             (``None``: guide names are target names).
-        gene_sets, min_genes, mask_key, **kwargs
+        gene_sets, min_genes, mask_key, keep_terms, **kwargs
             As in :meth:`setup_anndata`.
         """
         from scsena._mudata import GUIDE_LABEL_KEY, labels_from_guides
@@ -592,6 +616,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             gene_sets=gene_sets,
             min_genes=min_genes,
             mask_key=mask_key,
+            keep_terms=keep_terms,
             **kwargs,
         )
 
@@ -725,6 +750,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         return torch.cat(out)
 
     # ---------------------------------------------------------------- train
+    @training_run
     def train(
         self,
         max_epochs: int | None = None,
@@ -1531,6 +1557,16 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             return np.zeros((0, self.n_latent))
         return self._encode(adata, idx, batch_size, sample=not give_mean, seed=seed).cpu().numpy()
 
+    def _encode_predicted(self, labels: Sequence[str]) -> np.ndarray:
+        """Codes of the labels to predict; the control label encodes as "no target"."""
+        control = {"", self.control_value_}
+        is_control = np.fromiter((str(lab) in control for lab in labels), bool, len(labels))
+        codes = np.full((len(labels), 2), -1, dtype=np.int64)
+        if (~is_control).any():
+            rest = [lab for lab, c in zip(labels, is_control) if not c]
+            codes[~is_control] = encode_labels(rest, self.targets_, self.delimiter_)
+        return codes
+
     @torch.inference_mode()
     def predict_perturbation(
         self,
@@ -1554,7 +1590,11 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         ----------
         perturbations
             Labels such as ``"CBL"`` or ``"CBL,PTPN12"`` (targets joined by the
-            delimiter given at setup).
+            delimiter given at setup). The control label (``control_value`` of setup,
+            or ``""``) gives the model's control cells, with no intervention: the
+            decoder's reconstruction with ``prediction="direct"``, the starting
+            control cells themselves with ``"residual"`` (a counterfactual without a
+            perturbation changes nothing).
         n_cells
             Cells predicted per perturbation.
         adata
@@ -1592,7 +1632,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         _check_temperature(temperature)
         adata, parsed, fold = self._data(adata)
         labels = [perturbations] if isinstance(perturbations, str) else list(perturbations)
-        codes = encode_labels(labels, self.targets_, self.delimiter_)
+        codes = self._encode_predicted(labels)
         rng = np.random.default_rng(seed)
         if control_indices is None:
             n_cells = _positive_int(n_cells, "n_cells")
@@ -1623,7 +1663,10 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
                 rows = slice(i * n_cells + s, i * n_cells + min(s + batch_size, n_cells))
                 X[rows] = y.cpu().numpy()
         # canonical labels: the targets of a double in sorted order ("B,A" is "A,B")
-        canon = [self.delimiter_.join(self.targets_[j] for j in code if j >= 0) for code in codes]
+        canon = [
+            self.delimiter_.join(self.targets_[j] for j in code if j >= 0) or self.control_value_
+            for code in codes
+        ]
         obs = pd.DataFrame(
             {
                 "perturbation": pd.Categorical(
@@ -1730,11 +1773,23 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         return out
 
     # ---------------------------------------------------------- evaluation
-    def _target_ids(self, id_type: str) -> dict[str, str]:
-        if gs.guess_id_type(self.targets_) == id_type:
-            return {t: t for t in self.targets_}
+    def _target_ids(self, collection: Mapping[str, Sequence[str]]) -> dict[str, str]:
+        """Each target's gene id in ``collection`` (aliases mapped, ambiguous ones left out).
+
+        A target listed in the collection under its own name keeps it; any other is
+        mapped with :func:`scsena.gene_sets.map_gene_ids` (``MARCH8`` -> ``MARCHF8``).
+        """
+        members = {g for genes in collection.values() for g in genes}
+        if not members:
+            return {}
+        id_type = gs.guess_id_type(sorted(members)[:500])
         mapping = gs.map_gene_ids(self.targets_, to=id_type).mapping
-        return {t: str(v) for t, v in mapping.items() if isinstance(v, str)}
+        out = {}
+        for t in self.targets_:
+            v = t if t in members else mapping.get(t)
+            if isinstance(v, str):
+                out[t] = v
+        return out
 
     def activation_test(
         self,
@@ -1781,8 +1836,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             gene_sets = self.registry_["setup_args"].get("gene_sets")
         if gene_sets is not None:
             collection = gs.as_gene_sets(gene_sets)
-            sample = [g for genes in list(collection.values())[:50] for g in genes][:500]
-            ids = self._target_ids(gs.guess_id_type(sample))
+            ids = self._target_ids(collection)
         else:
             mask = mask_from_state(
                 self.registry_["field_registries"][REGISTRY_KEYS.MASK_KEY]["state_registry"]
@@ -1793,7 +1847,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             rows, cols = member.nonzero()
             for r, c in zip(rows, cols):
                 collection[mask.terms[c]].append(var[r])
-            ids = self._target_ids(gs.guess_id_type(var))
+            ids = self._target_ids(collection)
         affected = affected_terms(present, collection, self.term_ids_, ids)
         metrics = interpretability_metrics(scores, affected, ks)
         return (metrics, scores) if return_scores else metrics
