@@ -207,3 +207,26 @@ def test_cli_demo_threads_and_no_third_party_lines(capfd):
         if "INFO" in line or "Warning" in line or "litlogger" in line or "GPU available" in line
     ]
     assert third_party == []
+
+
+def test_cli_train_keep_terms_heldout_all_then_activity(tmp_path):
+    sim = ["--data", "simulate", "--sim-cells", "300", "--sim-genes", "150",
+           "--sim-targets", "3", "--sim-doubles", "1", "--sim-seed", "0"]
+    data = scsena.datasets.simulate_perturbseq(
+        n_cells=300, n_genes=150, n_targets=3, n_doubles=1, seed=0
+    )
+    term = scsena.gene_sets.dropped_terms(data.var_names, "go_bp_sena")["term"].iloc[0]
+    save = tmp_path / "run"
+    before = torch.get_num_threads()
+    try:
+        rc = cli.main(["train", *sim, "--epochs", "1", "--save-dir", str(save),
+                       "--heldout", "all", "--keep-terms", term, "--threads", "1"])
+    finally:
+        scvi.settings._num_threads = None
+        torch.set_num_threads(before)
+    assert rc == 0
+    with pytest.warns(UserWarning, match="loaded without data"):
+        model = scsena.SENAVAE.load(save / "seed0" / "model")
+    assert term in model.term_ids_ and model.heldout_ == sorted(model.targets_)
+    # activity rebuilds the data's mask from config.json, keep_terms included
+    assert cli.main(["activity", "--model-dir", str(save), "--out", str(tmp_path / "a")]) == 0

@@ -26,6 +26,7 @@ _CONFIG_DATA_KEYS = (
     "layer",
     "gene_sets",
     "min_genes",
+    "keep_terms",
 )
 
 
@@ -177,6 +178,7 @@ def _setup(adata, args: argparse.Namespace) -> None:
         layer=args.layer,
         gene_sets=args.gene_sets,
         min_genes=args.min_genes,
+        keep_terms=getattr(args, "keep_terms", None) or None,
     )
 
 
@@ -496,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--layer", default=None)
     train.add_argument("--gene-sets", default="go_bp_sena", help="Preset name or GMT path.")
     train.add_argument("--min-genes", type=int, default=5)
+    train.add_argument(
+        "--keep-terms",
+        nargs="*",
+        default=None,
+        help="Gene-set ids kept whatever their size (e.g. GO:0060333).",
+    )
     train.add_argument(
         "--preset",
         choices=["scsena", "reference"],
