@@ -482,7 +482,8 @@ def test_map_gene_ids_aliases_and_report(caplog):
 def test_mask_on_symbol_var_names_uses_aliases():
     var = ["MARCH8", "DARS", "SEPT2", "SEPTIN6", "TP53", "NOT_A_GENE"]
     sets = gs.go_bp(id_type="symbol")
-    with pytest.warns(UserWarning, match=r"2 var_names are previous.*MARCH8 -> MARCHF8.*SEPT2"):
+    told = r"2 var_name\(s\) are previous.*MARCH8 -> MARCHF8.*1 ambiguous.*SEPT2"
+    with pytest.warns(UserWarning, match=told):
         mask = gs.build_mask(var, "go_bp", min_genes=1)
     rows = dict(zip(var, np.asarray(mask.membership.sum(axis=1)).ravel()))
     march = {t for t, g in sets.items() if "MARCHF8" in g}

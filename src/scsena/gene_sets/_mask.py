@@ -384,14 +384,14 @@ def _report_aliases(report: GeneIdMapping | None) -> None:
         return
     aliased = ", ".join(f"{a} -> {b}" for a, b in list(report.aliased.items())[:3])
     message = (
-        f"build_mask: {counts['alias']:,} var_names are previous or alternative gene symbols, "
+        f"build_mask: {counts['alias']:,} var_name(s) are previous or alternative gene symbols, "
         f"matched to the gene sets through their current symbol"
         + (f" ({aliased}{', ...' if counts['alias'] > 3 else ''})" if aliased else "")
     )
     if counts["ambiguous"]:
         amb = list(report.ambiguous.items())[:3]
         message += (
-            f"; {counts['ambiguous']:,} are ambiguous and in no gene set ("
+            f"; {counts['ambiguous']:,} ambiguous, in no gene set ("
             + ", ".join(f"{a}: {' or '.join(b)}" for a, b in amb)
             + "): rename them to the intended current symbol to include them"
         )
