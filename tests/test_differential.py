@@ -217,28 +217,45 @@ def _compare_with_gene_set_score(model, adata):
     baseline = differential_test(
         _gene_set_scores(model, adata), labels, model.term_ids_, "", model.targets_
     )
-    return (
-        _true_term_ranks(ours, truth, model.targets_),
-        _true_term_ranks(baseline, truth, model.targets_),
-    )
+    return ours, baseline, truth
+
+
+def _direction_agreement(model, ours, baseline) -> dict[str, float]:
+    """Share of changes significant in both whose direction matches the members' mean."""
+    raw = model.differential_activity(perturbations=model.targets_, orientation="raw")
+    key = ["perturbation", "term"]
+    out = {}
+    for name, res in (("members", ours), ("raw", raw)):
+        both = res.merge(baseline, on=key, suffixes=("", "_score"))
+        both = both[(both["fdr"] < 0.05) & (both["fdr_score"] < 0.05)]
+        out[name] = float((np.sign(both["effect"]) == np.sign(both["effect_score"])).mean())
+    out["n"] = len(both)
+    return out
 
 
 def _check_targeted_programs(model, adata, min_share: float) -> None:
-    model_ranks, score_ranks = _compare_with_gene_set_score(model, adata)
+    ours, baseline, truth = _compare_with_gene_set_score(model, adata)
+    model_ranks = _true_term_ranks(ours, truth, model.targets_)
+    score_ranks = _true_term_ranks(baseline, truth, model.targets_)
     n = len(model_ranks)
     model_hits = sum(r <= 5 for r in model_ranks.values())
     score_hits = sum(r <= 5 for r in score_ranks.values())
+    agree = _direction_agreement(model, ours, baseline)
     print(
         f"\ntrue program in the top 5: model {model_hits}/{n} (mean rank "
         f"{np.mean(list(model_ranks.values())):.2f}), mean-of-members score {score_hits}/{n} "
         f"(mean rank {np.mean(list(score_ranks.values())):.2f})\n"
-        f"model ranks {model_ranks}\nscore ranks {score_ranks}"
+        f"model ranks {model_ranks}\nscore ranks {score_ranks}\n"
+        f"direction as the members' mean, {agree['n']} changes significant in both: "
+        f"oriented {agree['members']:.3f}, raw {agree['raw']:.3f}"
     )
     assert model_hits >= min_share * n
     # the model-free score of the same terms is a strong baseline on this simulator,
     # whose programs load on exactly their term's genes: the model stays within one
     # target of it
     assert model_hits >= score_hits - 1
+    # oriented activities move the way their member genes do; raw ones are a coin flip
+    assert agree["members"] >= 0.8 > agree["raw"]
 
 
 def test_targeted_programs_rank_at_the_top(trained):

@@ -1498,16 +1498,12 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         )
         obs = adata.obs.copy()
         labels = parsed.labels.to_numpy(dtype=object).copy()
+        # no perturbation is named "control": the label parser reads it as control
         labels[parsed.kind == KIND_CONTROL] = _CONTROL_GROUP
         obs[ADATA_KEYS.PERTURBATION] = pd.Categorical(labels)
         out = ad.AnnData(X=act, obs=obs, var=var)
         out.uns[ADATA_KEYS.ACTIVITY_UNS] = {"orientation": orientation, "written_by": "scsena"}
         if differential:
-            if _CONTROL_GROUP in set(self.targets_):
-                raise ValueError(
-                    f"A target is named {_CONTROL_GROUP!r}, the name of the reference "
-                    "group: rename that target before setup."
-                )
             res = differential_test(
                 act,
                 labels,
