@@ -51,6 +51,7 @@ from scsena.train import (
 )
 from scsena.train._checkpoint import EpochCheckpoint, check_resume
 from scsena.train._data import _rows
+from scsena.train._progress import progress_callbacks
 
 from ._fields import GeneSetMaskField, PerturbationField, mask_from_state, targets_from_state
 from ._folds import assign_folds, resolve_heldout
@@ -836,7 +837,10 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             Extra arguments of :class:`~scsena.train.SENATrainingPlan`.
         **trainer_kwargs
             Passed to the Lightning trainer (``logger``, ``callbacks``,
-            ``enable_checkpointing``, ``ckpt_path`` ...).
+            ``enable_checkpointing``, ``ckpt_path`` ...). ``enable_progress_bar``
+            (default ``True``) shows scvi-tools' progress bar in a terminal and one
+            line per epoch (epoch, loss, MMD, elapsed seconds) on standard error
+            elsewhere (a log file, a pipe, a notebook); ``False`` trains silently.
 
         Notes
         -----
@@ -889,6 +893,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
             **(plan_kwargs or {}),
         )
         callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+        callbacks.extend(progress_callbacks(trainer_kwargs))
         if checkpoint_dir is not None:
             callbacks.append(
                 EpochCheckpoint(
