@@ -378,8 +378,7 @@ class SENAVAE(UnsupervisedTrainingMixin, BaseModelClass):
         self.delimiter_ = str(pert_state["delimiter"])
         self.term_ids_ = list(mask.terms)
         self.term_names_ = list(mask.term_names)
-        #: Per-term orientation of the activities (see ``get_term_orientation``).
-        self.term_orientation_: pd.DataFrame | None = None
+        self.term_orientation_ = None  # per-term signs of the oriented activities
         self.seed_ = int(seed)
         self._dtype = _DTYPES[dtype]
         n_latent = len(self.targets_) if n_latent is None else int(n_latent)
