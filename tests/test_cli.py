@@ -70,9 +70,52 @@ def test_demo_trains_and_predicts(capsys):
         )
         == 0
     )
-    out = capsys.readouterr().out
-    for key in ("[train] 4 epochs", "[eval] double fold", "[predict] unseen double", "[interpret]"):
+    captured = capsys.readouterr()
+    out = captured.out
+    for key in ("[train] 4 epochs", "[eval] unseen doubles", "[predict] unseen double",
+                "[interpret]"):
         assert key in out
+    # every model figure is printed beside the control and additive baselines
+    table = {
+        line[:20].strip(): line[20:].split()
+        for line in out.splitlines()
+        if line.startswith("  ") and len(line[20:].split()) == 2
+    }
+    assert {"model, untrained", "model, trained", "control baseline", "additive baseline"} <= set(
+        table
+    )
+    # progress is on: one line per epoch (pytest's stderr is not a terminal)
+    assert [ln.split()[1] for ln in captured.err.splitlines() if ln.startswith("epoch ")] == [
+        "1/4", "2/4", "3/4", "4/4"
+    ]
+
+
+def test_demo_with_too_few_cells_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as err:
+        main(["demo", "--n-cells", "200", "--n-genes", "200"])
+    message = str(err.value)
+    assert message.startswith("error: --n-cells 200 leaves at most")
+    assert "--batch-size 32" in message and "Raise --n-cells" in message
+    assert "\n" not in message
+
+
+def test_help_gives_every_option_a_text_and_its_default(capsys):
+    import argparse
+
+    from scsena.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, command in sub.choices.items():
+        silent = [a.option_strings for a in command._actions if not a.help]
+        assert not silent, f"scsena {name}: options without help {silent}"
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("Perturbation-pure batch size (default: 32)", "(default: 'guide_ids')",
+                  "Training epochs (default: 100)", "(default: True)"):
+        assert shown in text
+    assert "(default: None)" not in text
 
 
 def test_train_evaluate_activity_with_mlflow(tmp_path, capsys):
@@ -98,6 +141,12 @@ def test_train_evaluate_activity_with_mlflow(tmp_path, capsys):
         )
         == 0
     )
+    printed = capsys.readouterr().out
+    assert printed.count("[train] seed 0") == 2 and printed.count("[train] seed 1") == 2
+    assert printed.rstrip().splitlines()[-2:] == [
+        f"  scsena evaluate --model-dir {save}   # metrics and baselines on the folds",
+        f"  scsena activity --model-dir {save}   # pathway activities, activation-score test",
+    ]
     config = json.loads((save / "config.json").read_text())
     assert config["epochs"] == 3 and config["seeds"] == [0, 1] and config["encoder"] == "sena"
     for seed in (0, 1):
@@ -125,10 +174,23 @@ def test_train_evaluate_activity_with_mlflow(tmp_path, capsys):
     assert (double.loc[double["method"] == "sena", "n_seeds"] == 2).all()
     tidy = pd.read_csv(out / "seed0" / "metrics.tsv", sep="\t")
     assert list(tidy.columns) == ["method", "fold", "perturbation", "metric", "value"]
+    # evaluate names every file it wrote
+    wrote = _wrote(capsys.readouterr().out)
+    assert wrote == {str(p) for p in out.rglob("*") if p.is_file()} and len(wrote) == 5
 
+    before = {p for p in save.rglob("*") if p.is_file()}
     assert main(["activity", "--model-dir", str(save)]) == 0
     assert (save / "seed0" / "activity.h5ad").exists()
-    assert "recall@25" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "recall@25" in printed
+    assert _wrote(printed) == {str(p) for p in save.rglob("*") if p.is_file()} - {
+        str(p) for p in before
+    }
+
+
+def _wrote(printed: str) -> set[str]:
+    """The files a command said it wrote."""
+    return {ln[len("[wrote] "):] for ln in printed.splitlines() if ln.startswith("[wrote] ")}
 
 
 def test_evaluate_without_runs_is_a_clear_error(tmp_path):
@@ -230,12 +292,21 @@ def test_cli_rerun_refuses_before_training(small_run, no_cwd_writes):
     assert {p: p.read_bytes() for p in small_run.rglob("*") if p.is_file()} == before
 
 
-def test_cli_activity_out_without_suffix(small_run, tmp_path, no_cwd_writes):
+def test_cli_out_is_a_directory_in_every_command(small_run, tmp_path, no_cwd_writes):
     out = tmp_path / "act_out"
     assert main(["activity", "--model-dir", str(small_run), "--out", str(out)]) == 0
-    bp = ad.read_h5ad(tmp_path / "act_out.h5ad")
+    bp = ad.read_h5ad(out / "seed0" / "activity.h5ad")
     assert bp.n_obs > 0
-    assert (tmp_path / "act_out_test.tsv").exists() and (tmp_path / "act_out_scores.tsv").exists()
+    assert (out / "seed0" / "activity_test.tsv").exists()
+    assert (out / "seed0" / "activity_scores.tsv").exists()
+    for command in ("activity", "evaluate"):
+        with pytest.raises(SystemExit, match="--out .* looks like a file name.*directory"):
+            main([command, "--model-dir", str(small_run), "--out", str(tmp_path / "a.h5ad")])
+    assert not (tmp_path / "a.h5ad").exists()
+    # train takes --out as its run directory (the same as --save-dir)
+    run = tmp_path / "run_out"
+    assert main(["train", *SMALL, "--epochs", "1", "--out", str(run)]) == 0
+    assert (run / "config.json").exists() and (run / "seed0" / "model").is_dir()
 
 
 @pytest.mark.parametrize("command", ["train", "demo"])
@@ -251,7 +322,7 @@ def test_cli_shows_scsena_warnings(small_run, tmp_path, no_cwd_writes):
     meta = small_run / "seed0" / "model" / "scsena.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "scsena": "0.0.1"}))
     with pytest.warns(UserWarning, match="Model saved with scsena 0.0.1"):
-        main(["activity", "--model-dir", str(small_run), "--out", str(tmp_path / "a.h5ad")])
+        main(["activity", "--model-dir", str(small_run), "--out", str(tmp_path / "a")])
     counts = scsena.datasets.simulate_perturbseq(
         n_cells=400, n_genes=200, n_targets=4, n_doubles=2, seed=0
     )

@@ -41,20 +41,21 @@ def _quiet() -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import numpy as np
-
     import scsena
     from scsena.metrics import random_recall
 
     t0 = time.perf_counter()
     print(f"scsena {scsena.__version__} demo: simulate -> gene-set mask -> train -> predict")
-    adata = scsena.datasets.simulate_perturbseq(
-        n_cells=args.n_cells,
-        n_genes=args.n_genes,
-        n_targets=args.n_targets,
-        n_doubles=args.n_doubles,
-        seed=args.seed,
-    )
+    try:
+        adata = scsena.datasets.simulate_perturbseq(
+            n_cells=args.n_cells,
+            n_genes=args.n_genes,
+            n_targets=args.n_targets,
+            n_doubles=args.n_doubles,
+            seed=args.seed,
+        )
+    except ValueError as err:
+        raise SystemExit(f"error: the demo's data cannot be simulated: {_one_line(err)}") from None
     kinds = adata.obs["perturbation_type"].value_counts().to_dict()
     print(
         f"[data] simulated {adata.n_obs} cells x {adata.n_vars} genes (Ensembl IDs); cells: {kinds}"
@@ -70,43 +71,85 @@ def _demo(args: argparse.Namespace) -> int:
     model = scsena.SENAVAE(adata, seed=args.seed)
     folds = adata.obs["scsena_fold"].value_counts().to_dict()
     print(f"[model] {len(model.targets_)} targets, {model.n_latent} latent factors; folds: {folds}")
-    before = model.get_fold_losses("double")
+    _demo_check_size(adata, args)
+    before = _demo_scores(model, adata, args.seed, baselines=())
     t1 = time.perf_counter()
+    print(f"[train] {args.epochs} epochs, batch {args.batch_size} (one line per epoch) ...")
     model.train(
         max_epochs=args.epochs,
+        batch_size=args.batch_size,
         accelerator=args.accelerator,
-        enable_progress_bar=False,
         enable_model_summary=False,
         logger=False,
         enable_checkpointing=False,
     )
-    print(
-        f"[train] {args.epochs} epochs in {time.perf_counter() - t1:.1f} s "
-        f"(best epoch {model.best_epoch_})"
-    )
-    after = model.get_fold_losses("double")
-    print(
-        f"[eval] double fold (unseen combinations) MMD: untrained "
-        f"{before['mmd'].mean():.3f} -> trained {after['mmd'].mean():.3f}"
-    )
-    double = str(after.sort_values("perturbation")["perturbation"].iloc[0])
+    print(f"[train] {args.epochs} epochs in {time.perf_counter() - t1:.1f} s")
+    after = _demo_scores(model, adata, args.seed)
+    _print_demo_table(before, after, int((adata.obs["scsena_fold"] == "double").sum()))
+    double = sorted(set(adata.obs["guide_ids"][adata.obs["scsena_fold"] == "double"]))[0]
     pred = model.predict_perturbation([double], n_cells=200, seed=args.seed)
-    real = adata[adata.obs["guide_ids"] == double].X.toarray().mean(0)
-    ctrl = adata[adata.obs["guide_ids"] == ""].X.toarray().mean(0)
-    pearson = float(np.corrcoef(pred.X.mean(0) - ctrl, real - ctrl)[0, 1])
     print(
-        f"[predict] unseen double {double!r}: 200 cells; Pearson of the mean change "
-        f"from control, predicted vs observed: {pearson:.3f}"
+        f"[predict] unseen double {double!r}: {pred.n_obs} generated cells x {pred.n_vars} "
+        "genes (an AnnData, like the real cells)"
     )
     metrics = model.activation_test()
     chance = random_recall(len(model.term_ids_), 25)
     print(
         f"[interpret] activation-score test over {len(metrics)} targets: recall@25 "
         f"{metrics['recall@25'].mean():.3f} (random ranking {chance:.3f}), z-diff "
-        f"{metrics['z_diff'].mean():.3f}"
+        f"{metrics['z_diff'].mean():.3f} (0 without signal)"
     )
     print(f"done in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _demo_check_size(adata, args: argparse.Namespace) -> None:
+    """Refuse, before training, a demo whose targets all have fewer cells than a batch."""
+    train = adata.obs["scsena_fold"] == "train"
+    most = int(adata.obs.loc[train, "guide_ids"].value_counts().max()) if train.any() else 0
+    if most < args.batch_size:
+        raise SystemExit(
+            f"error: --n-cells {args.n_cells} leaves at most {most} training cells per target, "
+            f"fewer than one batch (--batch-size {args.batch_size}), so nothing would train. "
+            "Raise --n-cells (the default 3000 trains every target), or lower --n-targets "
+            "or --batch-size."
+        )
+
+
+def _demo_scores(model, adata, seed: int, baselines=("control", "additive")):
+    """Mean MMD and Pearson of the mean change over the unseen doubles, per method."""
+    from scsena.evaluate import evaluate_model
+
+    res = evaluate_model(
+        model,
+        adata,
+        name="model",
+        folds=("double",),
+        baselines=baselines,
+        n_de_genes=0,
+        activation_test=False,
+        seed=seed,
+    )
+    return res.table(["mmd", "pearson_delta"])
+
+
+def _print_demo_table(before, after, n_cells: int) -> None:
+    """The model's figures on the unseen doubles beside the no-change and additive ones."""
+    rows = [
+        ("model, untrained", before.loc["model"]),
+        ("model, trained", after.loc["model"]),
+        ("control baseline", after.loc["control"]),
+        ("additive baseline", after.loc["additive"]),
+    ]
+    print(f"[eval] unseen doubles, {n_cells} cells; mean over the double perturbations:")
+    print(f"  {'':<18} {'MMD':>8} {'Pearson':>8}")
+    for label, row in rows:
+        print(f"  {label:<18} {row['mmd']:>8.3f} {row['pearson_delta']:>8.3f}")
+    print(
+        "  MMD: lower is better. Pearson: of the mean change from control, predicted vs "
+        "observed; higher is better.\n  control baseline: predicts no change; additive: the "
+        "sum of the two single targets' mean changes (the strong baseline for doubles)."
+    )
 
 
 def _heldout(values: list[str] | None) -> str | int | list[str]:
@@ -225,6 +268,10 @@ def _train(args: argparse.Namespace) -> int:
         )
         run_dir = os.path.join(args.save_dir, f"seed{seed}")
         t = time.perf_counter()
+        print(
+            f"[train] seed {seed} ({i + 1}/{len(args.seeds)}): {args.epochs} epochs on "
+            f"{int((adata.obs['scsena_fold'] == 'train').sum())} training cells ..."
+        )
         model.train(
             max_epochs=args.epochs,
             batch_size=args.batch_size,
@@ -249,10 +296,21 @@ def _train(args: argparse.Namespace) -> int:
                 os.path.join(run_dir, "history.tsv"), sep="\t"
             )
         print(
-            f"[train] seed {seed}: {args.epochs} epochs in {time.perf_counter() - t:.1f} s "
+            f"[train] seed {seed} done: {args.epochs} epochs in {time.perf_counter() - t:.1f} s "
             f"-> {run_dir}"
         )
+    _print_next_steps(args.save_dir)
     return 0
+
+
+def _print_next_steps(save_dir: str) -> None:
+    """End ``scsena train`` with the commands that read its run."""
+    import shlex
+
+    run = shlex.quote(save_dir)
+    print(f"[train] run in {save_dir}; next:")
+    print(f"  scsena evaluate --model-dir {run}   # metrics and baselines on the folds")
+    print(f"  scsena activity --model-dir {run}   # pathway activities, activation-score test")
 
 
 def _refuse_existing_run(args: argparse.Namespace) -> None:
@@ -278,7 +336,7 @@ def _train_options() -> dict[str, argparse.Action]:
 def _config_value_ok(value, action: argparse.Action) -> bool:
     if value is None:
         return action.default is None and not action.required
-    if isinstance(action, argparse._StoreTrueAction):
+    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
         return isinstance(value, bool)
     if action.nargs in ("*", "+"):
         return isinstance(value, list) and all(_config_scalar_ok(v, action) for v in value)
@@ -377,36 +435,61 @@ def _load_run(args: argparse.Namespace, run_dir: str):
 def _evaluate(args: argparse.Namespace) -> int:
     from scsena.evaluate import combine, evaluate_model, seed_summary
 
+    out = _out_dir(args)
     results, seeds = [], []
     for seed, run_dir in _run_dirs(args.model_dir):
         model, adata = _load_run(args, run_dir)
         res = evaluate_model(model, adata, name=args.name, n_de_genes=args.n_de_genes, seed=seed)
-        res.write(os.path.join(args.out or run_dir, f"seed{seed}") if args.out else run_dir)
+        seed_dir = os.path.join(out, f"seed{seed}")
+        res.write(seed_dir)
+        _wrote(os.path.join(seed_dir, "metrics.tsv"), os.path.join(seed_dir, "summary.tsv"))
         results.append(res)
         seeds.append(seed)
     both = combine(results, seeds)
-    out = args.out or args.model_dir
     os.makedirs(out, exist_ok=True)
     table = seed_summary(both)
     table.to_csv(os.path.join(out, "summary_over_seeds.tsv"), sep="\t", index=False)
+    _wrote(os.path.join(out, "summary_over_seeds.tsv"))
     show = table[table["metric"].isin(["mmd", "pearson_delta_de", "ref_mmd", "recall@25"])]
     print(show.to_string(index=False))
     return 0
 
 
+def _out_dir(args: argparse.Namespace) -> str:
+    """``--out``: the directory a command writes into (default ``--model-dir``).
+
+    Every ``scsena`` command takes ``--out`` as a directory; ``evaluate`` and
+    ``activity`` write there with the layout of the run (``seedN/...``).
+    """
+    out = args.out or args.model_dir
+    if out.endswith((".h5ad", ".tsv")):
+        raise SystemExit(
+            f"error: --out {out!r} looks like a file name; --out is a directory in every "
+            f"scsena command (files go to DIR/seedN/...). Pass e.g. --out {out.rsplit('.', 1)[0]}."
+        )
+    return out
+
+
+def _wrote(*paths: str) -> None:
+    """Say which files a command wrote."""
+    for path in paths:
+        print(f"[wrote] {path}")
+
+
 def _activity(args: argparse.Namespace) -> int:
+    out_dir = _out_dir(args)
     seed, run_dir = _run_dirs(args.model_dir)[0]
     model, adata = _load_run(args, run_dir)
     bp = model.pathway_activity_anndata(adata)
-    stem = args.out or os.path.join(run_dir, "activity.h5ad")
-    stem = stem[: -len(".h5ad")] if stem.endswith(".h5ad") else stem
-    out = f"{stem}.h5ad"
-    bp.write_h5ad(out)
+    stem = os.path.join(out_dir, f"seed{seed}", "activity")
+    os.makedirs(os.path.dirname(stem), exist_ok=True)
+    bp.write_h5ad(f"{stem}.h5ad")
     metrics, scores = model.activation_test(adata, method=args.method, return_scores=True)
     metrics.to_csv(f"{stem}_test.tsv", sep="\t", index=False)
     scores.to_csv(f"{stem}_scores.tsv", sep="\t")
+    _wrote(f"{stem}.h5ad", f"{stem}_test.tsv", f"{stem}_scores.tsv")
     print(
-        f"[activity] {bp.n_obs} cells x {bp.n_vars} BPs -> {out}; recall@25 "
+        f"[activity] seed {seed}: {bp.n_obs} cells x {bp.n_vars} BPs; recall@25 "
         f"{metrics['recall@25'].mean():.3f}, z-diff {metrics['z_diff'].mean():.3f}"
     )
     return 0
@@ -432,11 +515,16 @@ def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
         default=d("h5ad"),
         help="Reader for --data (norman2019: CPA or pertpy layout).",
     )
-    p.add_argument("--sim-cells", type=int, default=d(3000))
-    p.add_argument("--sim-genes", type=int, default=d(1000))
-    p.add_argument("--sim-targets", type=int, default=d(20))
-    p.add_argument("--sim-doubles", type=int, default=d(10))
-    p.add_argument("--sim-seed", type=int, default=d(0))
+    same = "" if required else " (default: as in training)"
+    p.add_argument("--sim-cells", type=int, default=d(3000), help="Simulated cells" + same)
+    p.add_argument("--sim-genes", type=int, default=d(1000), help="Simulated genes" + same)
+    p.add_argument(
+        "--sim-targets", type=int, default=d(20), help="Simulated single targets" + same
+    )
+    p.add_argument(
+        "--sim-doubles", type=int, default=d(10), help="Simulated double perturbations" + same
+    )
+    p.add_argument("--sim-seed", type=int, default=d(0), help="Seed of the simulation" + same)
 
 
 def _trusted_arg(p: argparse.ArgumentParser) -> None:
@@ -466,38 +554,94 @@ def _use_threads(args: argparse.Namespace) -> None:
         scvi.settings.num_threads = args.threads
 
 
+#: Defaults not shown in help: nothing to say (``None``, an off switch) or hidden.
+_NO_DEFAULT = (None, False, argparse.SUPPRESS)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with each option's default, unless it is ``None``/``False`` or already stated."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        stated = "(default" in text or "default:" in text
+        if stated or not action.option_strings or any(default is v for v in _NO_DEFAULT):
+            return text
+        return f"{text} (default: {'%(default)r' if isinstance(default, str) else '%(default)s'})"
+
+
+_OUT_HELP = (
+    "Directory to write into (every scsena command: train's run directory; evaluate and "
+    "activity write seedN/... there)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``scsena`` argument parser."""
     parser = argparse.ArgumentParser(
-        prog="scsena", description="SENA-discrepancy-VAE for single-cell perturbation screens."
+        prog="scsena",
+        description="SENA-discrepancy-VAE for single-cell perturbation screens. "
+        "Run `scsena COMMAND --help` for a command's options and their defaults.",
+        epilog="Start with `scsena demo`; then `scsena train`, `scsena evaluate`, "
+        "`scsena activity`. --out is always a directory.",
+        formatter_class=_HelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    kw = {"formatter_class": _HelpFormatter}
     demo = sub.add_parser(
-        "demo", help="Simulate a screen, build the GO mask, train, predict an unseen double."
+        "demo",
+        help="Simulate a screen, build the GO mask, train, predict an unseen double.",
+        description="Simulate a screen with known ground truth, build the GO BP mask, train, "
+        "and score the unseen doubles beside the control and additive baselines. "
+        "Writes no files.",
+        **kw,
     )
-    demo.add_argument("--n-cells", type=int, default=3000)
-    demo.add_argument("--n-genes", type=int, default=1000)
-    demo.add_argument("--n-targets", type=int, default=20)
-    demo.add_argument("--n-doubles", type=int, default=10)
-    demo.add_argument("--epochs", type=_positive_int, default=30)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--accelerator", default="auto")
+    demo.add_argument("--n-cells", type=_positive_int, default=3000, help="Simulated cells.")
+    demo.add_argument("--n-genes", type=_positive_int, default=1000, help="Simulated genes.")
+    demo.add_argument(
+        "--n-targets", type=_positive_int, default=20, help="Simulated single targets."
+    )
+    demo.add_argument(
+        "--n-doubles", type=int, default=10, help="Simulated double perturbations (unseen)."
+    )
+    demo.add_argument("--epochs", type=_positive_int, default=30, help="Training epochs.")
+    demo.add_argument("--batch-size", type=_positive_int, default=32, help="Training batch size.")
+    demo.add_argument("--seed", type=int, default=0, help="Seed of the simulation and model.")
+    demo.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu")
     demo.add_argument("--mask-only", action="store_true", help="Stop after the mask.")
     _threads_arg(demo)
     demo.set_defaults(func=_demo)
 
     train = sub.add_parser(
-        "train", help="Train SENAVAE (one run per seed); writes config, models, folds."
+        "train",
+        help="Train SENAVAE (one run per seed); writes config, models, folds.",
+        description="Train one model per seed; writes DIR/config.json and DIR/seedN/ "
+        "(model, folds.tsv).",
+        **kw,
     )
     _data_args(train)
-    train.add_argument("--save-dir", required=True)
-    train.add_argument("--overwrite", action="store_true")
-    train.add_argument("--perturbation-key", default="guide_ids")
-    train.add_argument("--control-value", default="")
-    train.add_argument("--delimiter", default=",")
-    train.add_argument("--layer", default=None)
-    train.add_argument("--gene-sets", default="go_bp_sena", help="Preset name or GMT path.")
-    train.add_argument("--min-genes", type=int, default=5)
+    train.add_argument(
+        "--save-dir", "--out", dest="save_dir", required=True, metavar="DIR", help=_OUT_HELP
+    )
+    train.add_argument(
+        "--overwrite", action="store_true", help="Replace a run already in --save-dir"
+    )
+    train.add_argument(
+        "--perturbation-key", default="guide_ids", help="obs column of perturbation labels"
+    )
+    train.add_argument(
+        "--control-value", default="", help="Label of control cells (pertpy: 'control')"
+    )
+    train.add_argument(
+        "--delimiter", default=",", help="Separator of double labels (pertpy: '+')"
+    )
+    train.add_argument(
+        "--layer", default=None, help="Layer of log-normalised expression (default: X)"
+    )
+    train.add_argument("--gene-sets", default="go_bp_sena", help="Preset name or GMT path")
+    train.add_argument(
+        "--min-genes", type=int, default=5, help="Smallest gene set kept (members in the data)"
+    )
     train.add_argument(
         "--keep-terms",
         nargs="*",
@@ -510,19 +654,37 @@ def build_parser() -> argparse.ArgumentParser:
         default="scsena",
         help="scsena: the default model; reference: the published SENA-discrepancy-VAE exactly.",
     )
-    train.add_argument("--encoder", choices=["sena", "original"], default="sena")
-    train.add_argument("--latent-dim", type=int, default=None, help="Default: number of targets.")
-    train.add_argument("--sena-lambda", type=float, default=0.0)
-    train.add_argument("--mmd-sigma", type=float, default=200.0)
-    train.add_argument("--lambda-l1", type=float, default=0.1)
-    train.add_argument("--alpha-max", type=float, default=1.0)
-    train.add_argument("--beta-max", type=float, default=1.0)
-    train.add_argument("--tau-max", type=float, default=100.0)
-    train.add_argument("--epochs", type=_positive_int, default=100)
-    train.add_argument("--batch-size", type=_positive_int, default=32)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--grad-clip", type=float, default=None, help="Reference option: 0.5.")
-    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    train.add_argument(
+        "--encoder",
+        choices=["sena", "original"],
+        default="sena",
+        help="sena: GO BP-masked encoder; original: the dense discrepancy-VAE encoder",
+    )
+    train.add_argument(
+        "--latent-dim", type=int, default=None, help="Latent factors (default: number of targets)"
+    )
+    train.add_argument(
+        "--sena-lambda", type=float, default=0.0, help="Weight of genes outside each gene set"
+    )
+    train.add_argument("--mmd-sigma", type=float, default=200.0, help="MMD kernel bandwidth")
+    train.add_argument("--lambda-l1", type=float, default=0.1, help="L1 weight on the DAG")
+    train.add_argument("--alpha-max", type=float, default=1.0, help="Final MMD weight")
+    train.add_argument("--beta-max", type=float, default=1.0, help="Final KL weight")
+    train.add_argument("--tau-max", type=float, default=100.0, help="Final temperature")
+    train.add_argument("--epochs", type=_positive_int, default=100, help="Training epochs")
+    train.add_argument(
+        "--batch-size", type=_positive_int, default=32, help="Perturbation-pure batch size"
+    )
+    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    train.add_argument(
+        "--grad-clip",
+        type=float,
+        default=None,
+        help="Clip gradient values (default: off; the reference option is 0.5)",
+    )
+    train.add_argument(
+        "--dtype", choices=["float32", "float64"], default="float32", help="Floating point type"
+    )
     train.add_argument(
         "--heldout",
         nargs="*",
@@ -530,35 +692,69 @@ def build_parser() -> argparse.ArgumentParser:
         help="Targets with test cells: 'auto' (default), 'all', a number of random targets, "
         "or target names.",
     )
-    train.add_argument("--seeds", type=int, nargs="+", default=[0])
-    train.add_argument("--accelerator", default="auto", help="auto, cpu, gpu ...")
-    train.add_argument("--devices", default="auto")
-    train.add_argument("--log", choices=["none", "mlflow"], default="none")
+    train.add_argument(
+        "--seeds", type=int, nargs="+", default=[0], help="One run per seed (DIR/seedN)"
+    )
+    train.add_argument(
+        "--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu"
+    )
+    train.add_argument("--devices", default="auto", help="Lightning devices")
+    train.add_argument(
+        "--log",
+        choices=["none", "mlflow"],
+        default="none",
+        help="mlflow: log every epoch's losses to MLflow",
+    )
     train.add_argument(
         "--tracking-uri",
         default=None,
         help="MLflow tracking URI (default: a local store in --save-dir).",
     )
-    train.add_argument("--experiment", default="scsena")
-    train.add_argument("--progress", action="store_true", help="Show the progress bar.")
+    train.add_argument("--experiment", default="scsena", help="MLflow experiment name")
+    train.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Show training progress: a bar in a terminal, one line per epoch otherwise",
+    )
     _threads_arg(train)
     train.set_defaults(func=_train)
 
-    ev = sub.add_parser("evaluate", help="Evaluate trained runs and baselines on the folds.")
-    ev.add_argument("--model-dir", required=True)
+    ev = sub.add_parser(
+        "evaluate",
+        help="Evaluate trained runs and baselines on the folds.",
+        description="Evaluate every seed of a run and the baselines on its folds; writes "
+        "seedN/metrics.tsv, seedN/summary.tsv and summary_over_seeds.tsv.",
+        **kw,
+    )
+    ev.add_argument("--model-dir", required=True, metavar="DIR", help="A `scsena train` run")
     _data_args(ev, required=False)
-    ev.add_argument("--out", default=None, help="Output directory (default: --model-dir).")
-    ev.add_argument("--name", default="sena")
-    ev.add_argument("--n-de-genes", type=int, default=20)
+    ev.add_argument("--out", default=None, metavar="DIR", help=_OUT_HELP + " (default: DIR)")
+    ev.add_argument("--name", default="sena", help="Name of the model in the tables")
+    ev.add_argument(
+        "--n-de-genes", type=int, default=20, help="Top DE genes of the *_de metrics"
+    )
     _threads_arg(ev)
     _trusted_arg(ev)
     ev.set_defaults(func=_evaluate)
 
-    act = sub.add_parser("activity", help="Pathway activities and the activation-score test.")
-    act.add_argument("--model-dir", required=True)
+    act = sub.add_parser(
+        "activity",
+        help="Pathway activities and the activation-score test.",
+        description="BP activities of every cell and the activation-score test for the first "
+        "seed of a run; writes seedN/activity.h5ad, seedN/activity_test.tsv and "
+        "seedN/activity_scores.tsv.",
+        **kw,
+    )
+    act.add_argument("--model-dir", required=True, metavar="DIR", help="A `scsena train` run")
     _data_args(act, required=False)
-    act.add_argument("--out", default=None, help="Output .h5ad (default: in the run directory).")
-    act.add_argument("--method", choices=["mean_diff", "ttest"], default="mean_diff")
+    act.add_argument("--out", default=None, metavar="DIR", help=_OUT_HELP + " (default: DIR)")
+    act.add_argument(
+        "--method",
+        choices=["mean_diff", "ttest"],
+        default="mean_diff",
+        help="Activation score of a BP: mean difference or t statistic vs control",
+    )
     _threads_arg(act)
     _trusted_arg(act)
     act.set_defaults(func=_activity)

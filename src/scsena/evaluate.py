@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from scsena._constants import ADATA_KEYS, FOLD_CONTROL, FOLD_DOUBLE, FOLD_TEST, FOLD_TRAIN
+from scsena._perturbations import CANONICAL_DELIMITER
 from scsena.datasets import SIMULATION_UNS_KEY
 from scsena.metrics import assignment_recovery, perturbation_metrics, top_de_genes
 
@@ -161,9 +162,12 @@ def evaluate_model(
                     de = _top_de(adata, matrix, de_labels, pert, n_de_genes)
                     if de_cache is not None:
                         de_cache[key] = de
+            # labels parse to the canonical "A,B"; the model and the results speak the
+            # data's own delimiter ("A+B" in pertpy's files)
+            shown = model.delimiter_.join(pert.split(CANONICAL_DELIMITER))
             preds = {
                 name: model.predict_perturbation(
-                    pert,
+                    shown,
                     adata=adata,
                     control_indices=start,
                     temperature=temperature,
@@ -174,14 +178,14 @@ def evaluate_model(
             if "control" in baselines:
                 preds["control"] = start_cells
             if "additive" in baselines:
-                parts = [p for p in pert.split(model.delimiter_) if p]
+                parts = [p for p in pert.split(CANONICAL_DELIMITER) if p]
                 if all(p in train_shift for p in parts):
                     preds["additive"] = start_cells + sum(train_shift[p] for p in parts)
             for method, pred in preds.items():
                 values = perturbation_metrics(
                     pred, real, control, de_genes=de, sigma=model.module.mmd_sigma
                 )
-                rows.extend((method, f, pert, k, float(v)) for k, v in values.items())
+                rows.extend((method, f, shown, k, float(v)) for k, v in values.items())
         rows.extend(_fold_loss_rows(model, adata, name, f, temperature, seed))
     rows.extend(_assignment_rows(model, adata, name, temperature))
     if activation_test:
