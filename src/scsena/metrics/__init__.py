@@ -2,7 +2,7 @@
 
 from ._activation import activation_scores, affected_terms, interpretability_metrics, random_recall
 from ._assignment import assignment_recovery
-from ._differential import differential_test
+from ._differential import differential_test, rank_genes_groups_uns
 from ._distribution import energy_distance, mmd
 from ._expression import (
     additive_baseline,
@@ -26,6 +26,7 @@ __all__ = [
     "mmd",
     "perturbation_metrics",
     "random_recall",
+    "rank_genes_groups_uns",
     "spread_ratio",
     "top_de_genes",
 ]

@@ -1,0 +1,539 @@
+"""Interpretation of a trained SENAVAE: pathway activities, DAG, targets, activation test."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Literal
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import torch
+
+from scsena import gene_sets as gs
+from scsena._constants import ADATA_KEYS, REGISTRY_KEYS
+from scsena._perturbations import KIND_CONTROL, normalise_labels
+from scsena.metrics import (
+    activation_scores,
+    affected_terms,
+    differential_test,
+    interpretability_metrics,
+    rank_genes_groups_uns,
+)
+
+from ._fields import mask_from_state
+
+#: Control cells used to orient pathway activities (a seeded sample beyond).
+_ORIENT_MAX_CELLS = 20_000
+#: Name of the control group in ``pathway_activity_anndata``.
+_CONTROL_GROUP = "control"
+
+
+def _check_key(mapping, key: str, where: str, ours, overwrite: bool) -> None:
+    """Refuse to replace a user's entry that scsena did not write."""
+    if overwrite or key not in mapping or ours(mapping[key]):
+        return
+    raise ValueError(
+        f"{where}[{key!r}] already exists and was not written by scsena; pass another "
+        "`key_added`, or `overwrite=True` to replace it."
+    )
+
+
+def _written_by_scsena(value) -> bool:
+    return isinstance(value, Mapping) and value.get("written_by") == "scsena"
+
+
+
+class InterpretationMixin:
+    """Interpretation methods of :class:`~scsena.SENAVAE`.
+
+    Pathway activities (oriented), differential activity, the DAG, intervention
+    targets, BP weights, affected terms and the activation test.
+    """
+
+    def _mask(self) -> gs.GeneSetMask:
+        return mask_from_state(
+            self.registry_["field_registries"][REGISTRY_KEYS.MASK_KEY]["state_registry"]
+        )
+
+    def _term_sizes(self) -> np.ndarray:
+        """Measured member genes of every term (the mask's column sums)."""
+        member = self._mask().membership
+        return np.asarray((member != 0).sum(axis=0)).ravel().astype(np.int64)
+
+    @torch.inference_mode()
+    def _raw_activity(self, adata: ad.AnnData, idx: np.ndarray, batch_size: int) -> np.ndarray:
+        self.module.eval()
+        out = [
+            self.module.pathway_activity(x).cpu().numpy()
+            for x in self._iter_rows(adata, idx, batch_size)
+        ]
+        if not out:
+            return np.zeros((0, len(self.term_ids_)), np.float32)
+        return np.concatenate(out, axis=0).astype(np.float32)
+
+    @torch.inference_mode()
+    def _orient(self, batch_size: int = 1024) -> pd.DataFrame:
+        """Correlate each term's raw activity with its members' mean on control cells."""
+        adata = self._validate_anndata(self.adata)
+        control = np.flatnonzero(self._parse(adata).kind == KIND_CONTROL)
+        if len(control) < 3:
+            raise ValueError(
+                f"Orienting pathway activities needs control cells in the model's data "
+                f"(found {len(control)}): each term's sign is set on them. Pass "
+                "orientation='raw' to use the activities as learned."
+            )
+        if len(control) > _ORIENT_MAX_CELLS:
+            rng = np.random.default_rng(self.seed_)
+            control = np.sort(rng.choice(control, _ORIENT_MAX_CELLS, replace=False))
+        member = self._mask().membership.tocsc().astype(np.float64)
+        sizes = np.asarray((member != 0).sum(axis=0)).ravel()
+        scale = member.multiply(1.0 / np.maximum(sizes, 1)).tocsr()
+        self.module.eval()
+        acts, means = [], []
+        for x in self._iter_rows(adata, control, batch_size):
+            acts.append(self.module.pathway_activity(x).cpu().numpy().astype(np.float64))
+            means.append(np.asarray(scale.T @ x.cpu().numpy().astype(np.float64).T).T)
+        a, m = np.concatenate(acts), np.concatenate(means)
+        a, m = a - a.mean(axis=0), m - m.mean(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = (a * m).sum(axis=0) / np.sqrt((a * a).sum(axis=0) * (m * m).sum(axis=0))
+        r = np.where(np.isfinite(r), r, 0.0)
+        return pd.DataFrame(
+            {
+                "term_name": list(self.term_names_),
+                "n_genes": sizes.astype(np.int64),
+                "sign": np.where(r < 0, -1, 1).astype(np.int64),
+                "r_members": r,
+            },
+            index=pd.Index(list(self.term_ids_), name="term"),
+        )
+
+    def get_term_orientation(self) -> pd.DataFrame:
+        """How each term's activity is oriented so that positive means "members up".
+
+        The sign of a learned activity is arbitrary: the encoder can represent a
+        pathway going up as an activity going down. Each term's sign is fixed by the
+        Pearson correlation, over the control cells of the model's data (at most
+        20,000, a seeded sample beyond), between its raw activity and the mean
+        expression of its member genes (the model's input, as registered): ``sign``
+        is ``-1`` where that correlation is negative, else ``+1``. The oriented
+        activity is ``sign * raw``.
+
+        The table is computed once for a trained model, from the data it was set up
+        with, stored in ``term_orientation_`` and saved with the model, so loading the
+        model with other data keeps the signs; training again recomputes it. A term
+        whose ``|r_members|`` is small (say below 0.1) is barely tied to its members'
+        mean on control cells: read its direction with care.
+
+        Returns
+        -------
+        DataFrame indexed by term ID with ``term_name``, ``n_genes`` (measured member
+        genes), ``sign`` (``+1`` / ``-1``) and ``r_members`` (the correlation).
+        """
+        if self.term_orientation_ is not None:
+            return self.term_orientation_.copy()
+        table = self._orient()
+        if self.is_trained_:
+            self.term_orientation_ = table
+        return table.copy()
+
+    def _activity(
+        self, adata: ad.AnnData, idx: np.ndarray, batch_size: int, orientation: str
+    ) -> np.ndarray:
+        if orientation not in ("members", "raw"):
+            raise ValueError(f"orientation must be 'members' or 'raw', got {orientation!r}.")
+        act = self._raw_activity(adata, idx, batch_size)
+        if orientation == "members":
+            act *= self.get_term_orientation()["sign"].to_numpy(dtype=np.float32)
+        return act
+
+    def get_pathway_activity(
+        self,
+        adata: ad.AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        batch_size: int = 1024,
+        key_added: str | None = ADATA_KEYS.ACTIVITY,
+        overwrite: bool = False,
+        orientation: Literal["members", "raw"] = "members",
+    ) -> np.ndarray:
+        """Per-cell biological-process activities (the first layer's output).
+
+        Parameters
+        ----------
+        adata
+            Registered AnnData (default: the model's).
+        indices
+            Cells to use (default: all).
+        batch_size
+            Cells per forward pass.
+        key_added
+            Write the ``cells x terms`` matrix to ``adata.obsm[key_added]`` and the term
+            IDs and names, the orientation and the per-term signs to
+            ``adata.uns[key_added]`` (only when all cells are used); ``None`` writes
+            nothing.
+        overwrite
+            Replace entries under ``key_added`` that scsena did not write (by default
+            that is an error, so user data is never replaced silently).
+        orientation
+            ``"members"`` (default): each term's activity multiplied by its sign from
+            :meth:`get_term_orientation`, so that a positive change means its member
+            genes go up; ``"raw"``: the first layer's output as learned, whose sign per
+            term is arbitrary.
+
+        Returns
+        -------
+        ``(n_cells, n_terms)`` array; columns follow :attr:`term_ids_`.
+        """
+        adata = self._validate_anndata(adata)
+        if key_added is not None and indices is None:
+            uns = adata.uns
+            _check_key(uns, key_added, "adata.uns", _written_by_scsena, overwrite)
+            ours = _written_by_scsena(uns.get(key_added))
+            _check_key(adata.obsm, key_added, "adata.obsm", lambda _: ours, overwrite)
+        idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        act = self._activity(adata, idx, batch_size, orientation)
+        if key_added is not None and indices is None:
+            signs = (
+                self.get_term_orientation()["sign"].to_numpy()
+                if orientation == "members"
+                else np.ones(len(self.term_ids_), dtype=np.int64)
+            )
+            adata.obsm[key_added] = act
+            adata.uns[key_added] = {
+                "term_ids": np.asarray(self.term_ids_),
+                "term_names": np.asarray(self.term_names_),
+                "orientation": orientation,
+                "term_signs": signs,
+                "written_by": "scsena",
+            }
+        return act
+
+    def _groups(self, parsed, perturbations: Sequence[str] | str | None) -> list[str]:
+        """Canonical labels to test: the given ones, else every non-control label."""
+        labels = parsed.labels.to_numpy(dtype=object)
+        present = set(labels[parsed.kind != KIND_CONTROL].tolist())
+        if perturbations is None:
+            return sorted(present, key=lambda p: (p.count(","), p))
+        if isinstance(perturbations, str):
+            perturbations = [perturbations]
+        asked = normalise_labels(list(perturbations), self.control_value_, self.delimiter_)
+        groups = [str(p) for p in asked.tolist()]
+        if "" in groups:
+            raise ValueError(
+                "The control label is the reference of differential activity, not a "
+                "perturbation to test: leave it out of `perturbations`."
+            )
+        missing = [p for p, g in zip(perturbations, groups) if g not in present]
+        if missing:
+            shown = sorted(present, key=lambda p: (p.count(","), p))[:10]
+            raise ValueError(
+                f"No cells for {missing} in the data; perturbations present: {shown}"
+                f"{' ...' if len(present) > 10 else ''}."
+            )
+        return list(dict.fromkeys(groups))
+
+    def differential_activity(
+        self,
+        adata: ad.AnnData | None = None,
+        perturbations: Sequence[str] | str | None = None,
+        orientation: Literal["members", "raw"] = "members",
+        batch_size: int = 1024,
+    ) -> pd.DataFrame:
+        """Which pathways each perturbation changes: every term, against control cells.
+
+        For each perturbation and each term (see
+        :func:`scsena.metrics.differential_test`): ``effect`` (difference of mean
+        activities, perturbed minus control), ``std_effect`` (that difference in
+        units of the control cells' standard deviation), Welch's t-test
+        (``statistic``, ``pvalue``) and Benjamini-Hochberg ``fdr`` over the terms of
+        the perturbation, with ``term_name`` and ``n_genes`` (measured member genes).
+        Rows are ordered within each perturbation from the strongest change to the
+        weakest by ``|std_effect|`` (``rank`` 1 is the strongest). Standardising puts
+        small and huge terms on one scale: a generic term whose activity varies a lot
+        among control cells does not lead the list by its raw spread.
+
+        With ``orientation="members"`` a positive effect means the term's member genes
+        go up (:meth:`get_term_orientation`). scanpy-style results on the same numbers:
+        ``pathway_activity_anndata(differential=True)``.
+
+        Parameters
+        ----------
+        adata
+            Registered AnnData (default: the model's); it needs control cells.
+        perturbations
+            Labels to test, in the data's convention (default: every non-control
+            label in the data; singles, then combinations).
+        orientation
+            ``"members"`` (default) or ``"raw"``, as in :meth:`get_pathway_activity`.
+        batch_size
+            Cells per forward pass.
+
+        Returns
+        -------
+        Tidy DataFrame, one row per perturbation and term: ``perturbation`` (the
+        canonical label, ``"A,B"`` for combinations), ``rank``, ``term``,
+        ``term_name``, ``n_genes``, ``effect``, ``std_effect``, ``statistic``,
+        ``pvalue``, ``fdr``, ``mean_control``, ``mean_perturbed``, ``n_cells``,
+        ``n_control``; ``attrs["orientation"]`` records the orientation.
+
+        Examples
+        --------
+        >>> da = model.differential_activity()
+        >>> da[da["perturbation"] == "CBL"].head(10)  # its 10 most changed BPs
+        >>> da.groupby("perturbation").head(3)  # the top 3 of every perturbation
+        """
+        adata = self._validate_anndata(adata)
+        parsed = self._parse(adata)
+        groups = self._groups(parsed, perturbations)
+        labels = parsed.labels.to_numpy(dtype=object)
+        keep = np.flatnonzero((parsed.kind == KIND_CONTROL) | np.isin(labels, groups))
+        act = self._activity(adata, keep, batch_size, orientation)
+        out = differential_test(
+            act,
+            labels[keep],
+            self.term_ids_,
+            control_value="",
+            perturbations=groups,
+            term_names=self.term_names_,
+            n_genes=self._term_sizes(),
+        )
+        out.attrs["orientation"] = orientation
+        return out
+
+    def pathway_activity_anndata(
+        self,
+        adata: ad.AnnData | None = None,
+        batch_size: int = 1024,
+        orientation: Literal["members", "raw"] = "members",
+        differential: bool = False,
+    ) -> ad.AnnData:
+        """Pathway activities as an AnnData with biological processes as variables.
+
+        ``obs`` is copied from ``adata`` plus ``obs["scsena_perturbation"]`` (the
+        canonical label, ``"control"`` for control cells); ``var`` holds
+        ``term_name``, ``n_genes`` and the orientation ``sign``; ``uns["scsena_activity"]``
+        records the orientation. ``sc.pl.matrixplot(act, var_names, groupby=...)`` and
+        ``sc.tl.rank_genes_groups(act, groupby=...)`` work on BPs directly.
+
+        Parameters
+        ----------
+        adata
+            Registered AnnData (default: the model's).
+        batch_size
+            Cells per forward pass.
+        orientation
+            ``"members"`` (default) or ``"raw"``, as in :meth:`get_pathway_activity`.
+        differential
+            Also store :meth:`differential_activity` (every perturbation against
+            control) in ``uns["rank_genes_groups"]`` in scanpy's layout, so that
+            ``sc.get.rank_genes_groups_df(act, group="A")`` and
+            ``sc.pl.rank_genes_groups(act)`` read it: groups are the perturbations
+            (``groupby="scsena_perturbation"``, ``reference="control"``), ``names``
+            the term IDs ordered as in :meth:`differential_activity`, ``scores`` the
+            standardised effect, ``logfoldchanges`` the difference of mean activities
+            (not a fold change), ``pvals`` Welch's and ``pvals_adj`` their
+            Benjamini-Hochberg adjustment. The DataFrame itself is in
+            ``uns["scsena_differential_activity"]``.
+        """
+        adata = self._validate_anndata(adata)
+        parsed = self._parse(adata)
+        idx = np.arange(adata.n_obs)
+        act = self._activity(adata, idx, batch_size, orientation)
+        table = self.get_term_orientation() if orientation == "members" else None
+        var = pd.DataFrame(
+            {
+                "term_name": self.term_names_,
+                "n_genes": self._term_sizes(),
+                "sign": table["sign"].to_numpy()
+                if table is not None
+                else np.ones(len(self.term_ids_), dtype=np.int64),
+            },
+            index=pd.Index(self.term_ids_),
+        )
+        obs = adata.obs.copy()
+        labels = parsed.labels.to_numpy(dtype=object).copy()
+        # no perturbation is named "control": the label parser reads it as control
+        labels[parsed.kind == KIND_CONTROL] = _CONTROL_GROUP
+        obs[ADATA_KEYS.PERTURBATION] = pd.Categorical(labels)
+        out = ad.AnnData(X=act, obs=obs, var=var)
+        out.uns[ADATA_KEYS.ACTIVITY_UNS] = {"orientation": orientation, "written_by": "scsena"}
+        if differential:
+            res = differential_test(
+                act,
+                labels,
+                self.term_ids_,
+                control_value=_CONTROL_GROUP,
+                perturbations=self._groups(parsed, None),
+                term_names=self.term_names_,
+                n_genes=var["n_genes"].to_numpy(),
+            )
+            out.uns["rank_genes_groups"] = rank_genes_groups_uns(
+                res, ADATA_KEYS.PERTURBATION, _CONTROL_GROUP, "scsena differential_activity"
+            )
+            out.uns["scsena_differential_activity"] = res
+        return out
+
+    # ------------------------------------------------------- interpretation
+    def get_causal_graph(self, threshold: float = 0.1, as_matrix: bool = False) -> pd.DataFrame:
+        """The learned latent DAG ``A = triu(G, 1)``.
+
+        Parameters
+        ----------
+        threshold
+            Keep edges with ``|weight| >= threshold``.
+        as_matrix
+            Return the full ``Z x Z`` adjacency instead of the edge list.
+
+        Returns
+        -------
+        Edge list (``source``, ``target``, ``weight``), sorted by ``|weight|``, or the
+        adjacency matrix (rows: source factor, columns: target factor).
+        """
+        adj = self.module.causal.adjacency.detach().cpu().numpy()
+        names = [f"z{i}" for i in range(adj.shape[0])]
+        if as_matrix:
+            return pd.DataFrame(adj, index=names, columns=names)
+        src, dst = np.triu_indices(adj.shape[0], k=1)
+        keep = np.abs(adj[src, dst]) >= threshold
+        src, dst = src[keep], dst[keep]
+        edges = pd.DataFrame(
+            {
+                "source": [names[i] for i in src],
+                "target": [names[j] for j in dst],
+                "weight": adj[src, dst],
+            }
+        )
+        return edges.reindex(edges["weight"].abs().sort_values(ascending=False).index).reset_index(
+            drop=True
+        )
+
+    @torch.inference_mode()
+    def get_intervention_targets(
+        self, temperature: float = 1000.0, soft: bool = False
+    ) -> pd.DataFrame:
+        """Which latent factor(s) each perturbation target acts on.
+
+        Parameters
+        ----------
+        temperature
+            Softmax temperature (reference reports 1, 100 and 1000).
+        soft
+            Return the full ``targets x factors`` soft assignment ``bc``.
+
+        Returns
+        -------
+        Per target: ``latent`` (argmax factor), ``weight`` (its assignment),
+        ``shift`` (learned intervention strength); or the soft matrix.
+        """
+        idx = torch.arange(len(self.targets_), device=self.device)
+        bc = self.module.intervention.assignment(idx, temperature).cpu().numpy()
+        names = [f"z{i}" for i in range(bc.shape[1])]
+        if soft:
+            return pd.DataFrame(bc, index=pd.Index(self.targets_, name="target"), columns=names)
+        arg = bc.argmax(axis=1)
+        return pd.DataFrame(
+            {
+                "latent": [names[i] for i in arg],
+                "weight": bc[np.arange(len(arg)), arg],
+                "shift": self.module.intervention.shift.detach().cpu().numpy(),
+            },
+            index=pd.Index(self.targets_, name="target"),
+        )
+
+    def get_latent_bp_weights(self) -> dict[str, pd.DataFrame]:
+        """The delta matrices: weights from BP activities to latent factors.
+
+        Returns
+        -------
+        ``{"mean": terms x factors, "var": terms x factors}`` weights of the mean and
+        variance heads; each latent factor is a linear combination of BP activities.
+        """
+        names = [f"z{i}" for i in range(self.n_latent)]
+        index = pd.Index(self.term_ids_, name="term")
+        out = {}
+        for key, layer in (("mean", self.module.fc_mean), ("var", self.module.fc_var)):
+            w = layer.weight.detach().cpu().numpy().T
+            out[key] = pd.DataFrame(w, index=index, columns=names)
+        return out
+
+    # ---------------------------------------------------------- evaluation
+    def _target_ids(self, collection: Mapping[str, Sequence[str]]) -> dict[str, str]:
+        """Each target's gene id in ``collection`` (aliases mapped, ambiguous ones left out).
+
+        A target listed in the collection under its own name keeps it; any other is
+        mapped with :func:`scsena.gene_sets.map_gene_ids` (``MARCH8`` -> ``MARCHF8``).
+        """
+        members = {g for genes in collection.values() for g in genes}
+        if not members:
+            return {}
+        id_type = gs.guess_id_type(sorted(members)[:500])
+        mapping = gs.map_gene_ids(self.targets_, to=id_type).mapping
+        out = {}
+        for t in self.targets_:
+            v = t if t in members else mapping.get(t)
+            if isinstance(v, str):
+                out[t] = v
+        return out
+
+    def activation_test(
+        self,
+        adata: ad.AnnData | None = None,
+        method: Literal["mean_diff", "ttest"] = "mean_diff",
+        gene_sets: str | Path | pd.DataFrame | Mapping | None = None,
+        ks: Sequence[int] = (25, 100),
+        return_scores: bool = False,
+    ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+        """The activation-score interpretability test on single perturbations.
+
+        Each BP is scored per perturbation by how its activity differs between
+        control and perturbed cells; a BP is affected when its gene set contains the
+        perturbed gene. Reports recall@k and z-diff per perturbation.
+
+        Parameters
+        ----------
+        adata
+            Registered AnnData (default: the model's).
+        method
+            ``"mean_diff"`` (min-max normalised absolute mean difference) or
+            ``"ttest"`` (Welch ``-log10 p``).
+        gene_sets
+            Collection defining affected BPs (full sets, not only measured genes);
+            default: the preset given at setup, else the model's mask (then only
+            targets among the measured genes have affected BPs).
+        ks
+            Cut-offs of recall@k.
+        return_scores
+            Also return the ``perturbations x terms`` scores.
+
+        Returns
+        -------
+        Per-perturbation metrics (see :func:`scsena.metrics.interpretability_metrics`).
+        """
+        adata, parsed, _ = self._data(adata)
+        kind = parsed.kind
+        keep = np.flatnonzero((kind == "control") | (kind == "single"))
+        act = self.get_pathway_activity(adata, indices=keep, key_added=None)
+        labels = parsed.labels.to_numpy()[keep]
+        present = [t for t in self.targets_ if (labels == t).any()]
+        scores = activation_scores(act, labels, self.term_ids_, "", present, method)
+        if gene_sets is None:
+            gene_sets = self.registry_["setup_args"].get("gene_sets")
+        if gene_sets is not None:
+            collection = gs.as_gene_sets(gene_sets)
+            ids = self._target_ids(collection)
+        else:
+            mask = mask_from_state(
+                self.registry_["field_registries"][REGISTRY_KEYS.MASK_KEY]["state_registry"]
+            )
+            member = mask.membership.tocsr()
+            var = list(mask.var_names)
+            collection = {t: [] for t in mask.terms}
+            rows, cols = member.nonzero()
+            for r, c in zip(rows, cols):
+                collection[mask.terms[c]].append(var[r])
+            ids = self._target_ids(collection)
+        affected = affected_terms(present, collection, self.term_ids_, ids)
+        metrics = interpretability_metrics(scores, affected, ks)
+        return (metrics, scores) if return_scores else metrics
