@@ -100,11 +100,11 @@ def main() -> None:
             raise SystemExit("--device cuda: no CUDA device is available")
         model.to_device("cuda")
         print(f"model on {torch.cuda.get_device_name(0)}")
-    print(model._model_summary_string)
+    print(model.summary_string)
 
     fold = adata.obs["scsena_fold"].astype(str)
     print("folds: " + ", ".join(f"{k} {v:,}" for k, v in fold.value_counts().items()))
-    train_ds = model._fold_dataset(adata, ["train"], args.seed)
+    train_ds = model.data_splitter(adata).fold_dataset(["train"], args.seed)
     for bs in (32, 128):
         n_batches = len(make_loader(train_ds, bs, shuffle=True, drop_last=True, seed=0))
         print(

@@ -71,7 +71,7 @@ def build(args):
     scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids", gene_sets="go_bp_sena")
     model = scsena.SENAVAE(adata, seed=args.seed, preset="reference")
     default = scsena.SENAVAE(adata, seed=args.seed)
-    ds = model._fold_dataset(adata, ["train"], args.seed)
+    ds = model.data_splitter(adata).fold_dataset(["train"], args.seed)
     mask = adata.uns["scsena_mask"]
     print(
         f"data: {adata.n_obs} cells x {adata.n_vars} genes, {len(ds)} training examples, "

@@ -21,7 +21,7 @@ TRAIN_QUIET = dict(
 
 
 def _member_means(model, adata, cells):
-    member = model._mask().membership.tocsc().astype(np.float64)
+    member = model.gene_set_mask.membership.tocsc().astype(np.float64)
     sizes = np.asarray((member != 0).sum(axis=0)).ravel()
     x = adata.X[cells]
     x = x.toarray() if sp.issparse(x) else np.asarray(x)
@@ -213,7 +213,7 @@ def _compare_with_gene_set_score(model, adata):
     truth = adata.uns["scsena_simulation"]["target_terms"]
     truth = {t: [str(x) for x in np.atleast_1d(v)] for t, v in truth.items()}
     ours = model.differential_activity(perturbations=model.targets_)
-    labels = model._parse(adata).labels.to_numpy()
+    labels = model.data_splitter(adata).perturbations.labels.to_numpy()
     baseline = differential_test(
         _gene_set_scores(model, adata), labels, model.term_ids_, "", model.targets_
     )

@@ -146,8 +146,8 @@ def test_device_resident_batches_equal_host_batches(sim_adata):
     small = sim_adata[sim_adata.obs["perturbation_type"] != "double"].copy()
     scsena.SENAVAE.setup_anndata(small, perturbation_key="guide_ids")
     m = scsena.SENAVAE(small, seed=3)
-    host = m._fold_dataset(small, ["train"], 3)
-    resident = m._fold_dataset(small, ["train"], 3).to_device("cpu")
+    host = m.data_splitter(small).fold_dataset(["train"], 3)
+    resident = m.data_splitter(small).fold_dataset(["train"], 3).to_device("cpu")
     assert host.device is None and resident.device == torch.device("cpu")
     assert (
         resident.device_bytes()

@@ -73,3 +73,14 @@ def labels_from_guides(
         cols = hit.indices[hit.indptr[i] : hit.indptr[i + 1]]
         labels.append(",".join(sorted(set(kept[cols].tolist()))))
     return pd.Series(labels, index=obs_names, name=GUIDE_LABEL_KEY)
+
+
+def rna_modality(data):
+    """The RNA modality of a MuData registered with ``setup_mudata``; AnnData as is."""
+    mod = getattr(data, "mod", None)
+    if mod is None:
+        return data
+    name = data.uns.get("scsena_rna_mod")
+    if name is None:
+        raise ValueError("Register the MuData with `SENAVAE.setup_mudata(mdata, ...)` first.")
+    return mod[name]

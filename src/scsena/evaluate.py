@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from scsena._constants import ADATA_KEYS, FOLD_CONTROL, FOLD_DOUBLE, FOLD_TEST, FOLD_TRAIN
+from scsena._constants import FOLD_CONTROL, FOLD_DOUBLE, FOLD_TEST, FOLD_TRAIN
 from scsena._perturbations import CANONICAL_DELIMITER
 from scsena.datasets import SIMULATION_UNS_KEY
 from scsena.metrics import assignment_recovery, perturbation_metrics, top_de_genes
@@ -128,11 +128,10 @@ def evaluate_model(
     -------
     The results.
     """
-    adata = model._validate_anndata(adata)
-    matrix = model._matrix(adata)
-    parsed = model._parse(adata)
+    splitter = model.data_splitter(adata)
+    adata, matrix, parsed = splitter.adata, splitter.expression, splitter.perturbations
     labels = parsed.labels.to_numpy()
-    fold = np.asarray(adata.obs[ADATA_KEYS.FOLD].astype(str))
+    fold = splitter.folds
     rng = np.random.default_rng(seed)
     control_idx = np.flatnonzero(fold == FOLD_CONTROL)
     control = _dense(matrix[np.sort(control_idx)])

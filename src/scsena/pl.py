@@ -33,8 +33,8 @@ from matplotlib.transforms import offset_copy
 
 from scsena import gene_sets as gs
 from scsena._constants import REGISTRY_KEYS
+from scsena._mudata import rna_modality
 from scsena.metrics import affected_terms
-from scsena.model._model import _rna_modality
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -73,7 +73,7 @@ def _finish(fig: Figure, save: str | Path | None, show: bool) -> None:
 
 def _rna(model: SENAVAE, adata) -> ad.AnnData:
     """The AnnData the model reads (the RNA modality of a registered MuData)."""
-    return _rna_modality(model.adata if adata is None else adata)
+    return rna_modality(model.adata if adata is None else adata)
 
 
 def _labels(model: SENAVAE, adata: ad.AnnData) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Train / test / double folds of SPEC section 1."""
+"""Train / test / double folds: which cells train the model and which evaluate it."""
 
 from __future__ import annotations
 

@@ -52,22 +52,24 @@ class InterpretationMixin:
     targets, BP weights, affected terms and the activation test.
     """
 
-    def _mask(self) -> gs.GeneSetMask:
+    @property
+    def gene_set_mask(self) -> gs.GeneSetMask:
+        """The gene-set mask registered at setup (genes x terms membership)."""
         return mask_from_state(
             self.registry_["field_registries"][REGISTRY_KEYS.MASK_KEY]["state_registry"]
         )
 
     def _term_sizes(self) -> np.ndarray:
         """Measured member genes of every term (the mask's column sums)."""
-        member = self._mask().membership
+        member = self.gene_set_mask.membership
         return np.asarray((member != 0).sum(axis=0)).ravel().astype(np.int64)
 
     @torch.inference_mode()
-    def _raw_activity(self, adata: ad.AnnData, idx: np.ndarray, batch_size: int) -> np.ndarray:
+    def _raw_activity(self, splitter, idx: np.ndarray, batch_size: int) -> np.ndarray:
         self.module.eval()
         out = [
             self.module.pathway_activity(x).cpu().numpy()
-            for x in self._iter_rows(adata, idx, batch_size)
+            for x in splitter.iter_rows(idx, batch_size, self.device)
         ]
         if not out:
             return np.zeros((0, len(self.term_ids_)), np.float32)
@@ -76,8 +78,8 @@ class InterpretationMixin:
     @torch.inference_mode()
     def _orient(self, batch_size: int = 1024) -> pd.DataFrame:
         """Correlate each term's raw activity with its members' mean on control cells."""
-        adata = self._validate_anndata(self.adata)
-        control = np.flatnonzero(self._parse(adata).kind == KIND_CONTROL)
+        splitter = self.data_splitter()
+        control = np.flatnonzero(splitter.perturbations.kind == KIND_CONTROL)
         if len(control) < 3:
             raise ValueError(
                 f"Orienting pathway activities needs control cells in the model's data "
@@ -87,12 +89,12 @@ class InterpretationMixin:
         if len(control) > _ORIENT_MAX_CELLS:
             rng = np.random.default_rng(self.seed_)
             control = np.sort(rng.choice(control, _ORIENT_MAX_CELLS, replace=False))
-        member = self._mask().membership.tocsc().astype(np.float64)
+        member = self.gene_set_mask.membership.tocsc().astype(np.float64)
         sizes = np.asarray((member != 0).sum(axis=0)).ravel()
         scale = member.multiply(1.0 / np.maximum(sizes, 1)).tocsr()
         self.module.eval()
         acts, means = [], []
-        for x in self._iter_rows(adata, control, batch_size):
+        for x in splitter.iter_rows(control, batch_size, self.device):
             acts.append(self.module.pathway_activity(x).cpu().numpy().astype(np.float64))
             means.append(np.asarray(scale.T @ x.cpu().numpy().astype(np.float64).T).T)
         a, m = np.concatenate(acts), np.concatenate(means)
@@ -139,12 +141,10 @@ class InterpretationMixin:
             self.term_orientation_ = table
         return table.copy()
 
-    def _activity(
-        self, adata: ad.AnnData, idx: np.ndarray, batch_size: int, orientation: str
-    ) -> np.ndarray:
+    def _activity(self, splitter, idx: np.ndarray, batch_size: int, orientation: str) -> np.ndarray:
         if orientation not in ("members", "raw"):
             raise ValueError(f"orientation must be 'members' or 'raw', got {orientation!r}.")
-        act = self._raw_activity(adata, idx, batch_size)
+        act = self._raw_activity(splitter, idx, batch_size)
         if orientation == "members":
             act *= self.get_term_orientation()["sign"].to_numpy(dtype=np.float32)
         return act
@@ -186,14 +186,15 @@ class InterpretationMixin:
         -------
         ``(n_cells, n_terms)`` array; columns follow :attr:`term_ids_`.
         """
-        adata = self._validate_anndata(adata)
+        splitter = self.data_splitter(adata)
+        adata = splitter.adata
         if key_added is not None and indices is None:
             uns = adata.uns
             _check_key(uns, key_added, "adata.uns", _written_by_scsena, overwrite)
             ours = _written_by_scsena(uns.get(key_added))
             _check_key(adata.obsm, key_added, "adata.obsm", lambda _: ours, overwrite)
         idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
-        act = self._activity(adata, idx, batch_size, orientation)
+        act = self._activity(splitter, idx, batch_size, orientation)
         if key_added is not None and indices is None:
             signs = (
                 self.get_term_orientation()["sign"].to_numpy()
@@ -284,12 +285,12 @@ class InterpretationMixin:
         >>> da[da["perturbation"] == "CBL"].head(10)  # its 10 most changed BPs
         >>> da.groupby("perturbation").head(3)  # the top 3 of every perturbation
         """
-        adata = self._validate_anndata(adata)
-        parsed = self._parse(adata)
+        splitter = self.data_splitter(adata)
+        parsed = splitter.perturbations
         groups = self._groups(parsed, perturbations)
         labels = parsed.labels.to_numpy(dtype=object)
         keep = np.flatnonzero((parsed.kind == KIND_CONTROL) | np.isin(labels, groups))
-        act = self._activity(adata, keep, batch_size, orientation)
+        act = self._activity(splitter, keep, batch_size, orientation)
         out = differential_test(
             act,
             labels[keep],
@@ -337,10 +338,10 @@ class InterpretationMixin:
             Benjamini-Hochberg adjustment. The DataFrame itself is in
             ``uns["scsena_differential_activity"]``.
         """
-        adata = self._validate_anndata(adata)
-        parsed = self._parse(adata)
+        splitter = self.data_splitter(adata)
+        adata, parsed = splitter.adata, splitter.perturbations
         idx = np.arange(adata.n_obs)
-        act = self._activity(adata, idx, batch_size, orientation)
+        act = self._activity(splitter, idx, batch_size, orientation)
         table = self.get_term_orientation() if orientation == "members" else None
         var = pd.DataFrame(
             {
@@ -511,7 +512,8 @@ class InterpretationMixin:
         -------
         Per-perturbation metrics (see :func:`scsena.metrics.interpretability_metrics`).
         """
-        adata, parsed, _ = self._data(adata)
+        splitter = self.data_splitter(adata)
+        adata, parsed = splitter.adata, splitter.perturbations
         kind = parsed.kind
         keep = np.flatnonzero((kind == "control") | (kind == "single"))
         act = self.get_pathway_activity(adata, indices=keep, key_added=None)

@@ -7,7 +7,7 @@ import logging
 import signal
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -25,33 +25,28 @@ from scvi.train import TrainRunner
 from scsena import gene_sets as gs
 from scsena._constants import (
     ADATA_KEYS,
-    FOLD_CONTROL,
     FOLD_DOUBLE,
     FOLD_TEST,
     FOLD_TRAIN,
     REGISTRY_KEYS,
 )
+from scsena._mudata import rna_modality
 from scsena._perturbations import (
     KIND_CONTROL,
     encode_labels,
-    parse_perturbations,
 )
 from scsena._runtime import training_run
 from scsena._validation import check_expression, warn_constant_genes
+from scsena.dataloaders import PerturbationDataSplitter, assign_folds, resolve_heldout
 from scsena.module import SENAModule, dag_l1, kl_divergence, mmd
 from scsena.train import (
-    PairedPerturbationDataset,
-    PerturbationDataModule,
     SENATrainingPlan,
-    draw_control_partners,
     make_loader,
 )
 from scsena.train._checkpoint import EpochCheckpoint, check_resume
-from scsena.train._data import _rows
 from scsena.train._progress import progress_callbacks
 
 from ._fields import GeneSetMaskField, PerturbationField, mask_from_state, targets_from_state
-from ._folds import assign_folds, resolve_heldout
 from ._interpretation import InterpretationMixin
 from ._presets import MODULE_PRESETS, TRAIN_PRESETS, check_preset, resolve
 from ._save_load import (
@@ -80,17 +75,6 @@ def _versions() -> dict[str, str]:
         "torch": torch.__version__,
         "anndata": version("anndata"),
     }
-
-
-def _rna_modality(data):
-    """The RNA modality of a MuData registered with ``setup_mudata``; AnnData as is."""
-    mod = getattr(data, "mod", None)
-    if mod is None:
-        return data
-    name = data.uns.get("scsena_rna_mod")
-    if name is None:
-        raise ValueError("Register the MuData with `SENAVAE.setup_mudata(mdata, ...)` first.")
-    return mod[name]
 
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -345,7 +329,7 @@ class SENAVAE(InterpretationMixin, UnsupervisedTrainingMixin, BaseModelClass):
         seed: int = 0,
         registry: dict | None = None,
     ):
-        adata = _rna_modality(adata)
+        adata = rna_modality(adata)
         super().__init__(adata, registry=registry)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
@@ -360,6 +344,7 @@ class SENAVAE(InterpretationMixin, UnsupervisedTrainingMixin, BaseModelClass):
         self.term_names_ = list(mask.term_names)
         self.term_orientation_ = None  # per-term signs of the oriented activities
         self.seed_ = int(seed)
+        self._test_fraction = float(test_fraction)
         self._dtype = _DTYPES[dtype]
         n_latent = len(self.targets_) if n_latent is None else int(n_latent)
         if n_latent < 1:
@@ -399,8 +384,8 @@ class SENAVAE(InterpretationMixin, UnsupervisedTrainingMixin, BaseModelClass):
                 else None
             )
             self.heldout_ = resolve_heldout(heldout, self.targets_, seed, dataset_heldout or None)
-            self._parsed = self._parse(adata)
-            folds = assign_folds(self._parsed, self.heldout_, test_fraction, seed)
+            splitter = self._splitter(self.adata_manager)
+            folds = assign_folds(splitter.perturbations, self.heldout_, test_fraction, seed)
             if ADATA_KEYS.FOLD in adata.obs and not (
                 isinstance(adata.obs[ADATA_KEYS.FOLD].dtype, pd.CategoricalDtype)
                 and list(adata.obs[ADATA_KEYS.FOLD].cat.categories) == list(folds.categories)
@@ -670,58 +655,52 @@ class SENAVAE(InterpretationMixin, UnsupervisedTrainingMixin, BaseModelClass):
             )
         return flags
 
-    def _parse(self, adata: ad.AnnData):
-        manager = self.get_anndata_manager(adata, required=True)
-        labels = np.asarray(manager.get_from_registry(REGISTRY_KEYS.PERTURBATION_KEY)).ravel()
-        return parse_perturbations(
-            pd.Series(labels, index=adata.obs_names),
+    @property
+    def test_fraction(self) -> float:
+        """Share of each held-out target's cells in the test fold (given at construction)."""
+        return self._test_fraction
+
+    def data_splitter(self, adata: ad.AnnData | None = None) -> PerturbationDataSplitter:
+        """The :class:`~scsena.dataloaders.PerturbationDataSplitter` of registered data.
+
+        It parses the perturbation labels once, gives the expression matrix as
+        registered, every cell's fold (``obs["scsena_fold"]``, else assigned with the
+        model's held-out targets, ``test_fraction`` and seed), control-paired fold
+        datasets and the training data module.
+
+        Parameters
+        ----------
+        adata
+            Registered AnnData with the model's genes (default: the model's).
+        """
+        adata = self._validate_anndata(adata)
+        return self._splitter(self.get_anndata_manager(adata, required=True))
+
+    def _splitter(self, manager: AnnDataManager) -> PerturbationDataSplitter:
+        return PerturbationDataSplitter(
+            manager,
+            self.targets_,
             self.control_value_,
             self.delimiter_,
-            targets=self.targets_,
+            heldout=self.heldout_,
+            test_fraction=self.test_fraction,
+            seed=self.seed_,
+            dtype=self._dtype,
         )
-
-    def _matrix(self, adata: ad.AnnData):
-        manager = self.get_anndata_manager(adata, required=True)
-        return manager.get_from_registry(REGISTRY_KEYS.X_KEY)
-
-    def _data(self, adata: ad.AnnData | None):
-        adata = self._validate_anndata(adata)
-        parsed = self._parse(adata)
-        if ADATA_KEYS.FOLD in adata.obs:
-            fold = np.asarray(adata.obs[ADATA_KEYS.FOLD].astype(str))
-        else:
-            fold = np.asarray(assign_folds(parsed, self.heldout_, 0.2, self.seed_).astype(str))
-        return adata, parsed, fold
-
-    def _fold_dataset(
-        self, adata: ad.AnnData | None, folds: Sequence[str], seed: int
-    ) -> PairedPerturbationDataset:
-        adata, parsed, fold = self._data(adata)
-        control = np.flatnonzero(fold == FOLD_CONTROL)
-        if len(control) == 0:
-            raise ValueError("No control cells in the data: they are the starting states.")
-        cells = np.flatnonzero(np.isin(fold, list(folds)))
-        partners = draw_control_partners(len(cells), control, seed)
-        return PairedPerturbationDataset(
-            self._matrix(adata), cells, partners, parsed.codes[cells], self._dtype
-        )
-
-    def _iter_rows(
-        self, adata: ad.AnnData, indices: np.ndarray, batch_size: int
-    ) -> Iterator[torch.Tensor]:
-        matrix = self._matrix(adata)
-        for start in range(0, len(indices), batch_size):
-            rows = _rows(matrix, indices[start : start + batch_size])
-            yield torch.as_tensor(rows, dtype=self._dtype, device=self.device)
 
     def _encode(
-        self, adata: ad.AnnData, indices: np.ndarray, batch_size: int, sample: bool, seed: int
+        self,
+        splitter: PerturbationDataSplitter,
+        indices: np.ndarray,
+        batch_size: int,
+        sample: bool,
+        seed: int,
     ) -> torch.Tensor:
         """Latent ``z`` of the given cells: the posterior mean, or a seeded sample."""
         gen = torch.Generator().manual_seed(seed)
         self.module.eval()
         out = []
-        for x in self._iter_rows(adata, indices, batch_size):
+        for x in splitter.iter_rows(indices, batch_size, self.device):
             _, mu, var = self.module.encode(x)
             if sample:
                 eps = torch.randn(mu.shape, generator=gen, dtype=mu.dtype).to(mu.device)
@@ -847,19 +826,10 @@ class SENAVAE(InterpretationMixin, UnsupervisedTrainingMixin, BaseModelClass):
         select_best_epoch = settings["select_best_epoch"]
         seed = self.seed_ if seed is None else int(seed)
         pl.seed_everything(seed, workers=True, verbose=False)
-        train_ds = self._fold_dataset(self.adata, [FOLD_TRAIN], seed)
-        if len(train_ds) == 0:
-            raise ValueError("No training cells: the data has no single-perturbation cells.")
-        self._note_untrained(train_ds, batch_size)
-        val_ds = self._fold_dataset(self.adata, [FOLD_TEST], seed + 1) if validate_on_test else None
-        datamodule = PerturbationDataModule(
-            train_ds,
-            batch_size=batch_size,
-            seed=seed,
-            val_dataset=val_ds,
-            num_workers=num_workers,
-            data_on_device=data_on_device,
+        datamodule = self.data_splitter().data_module(
+            batch_size, seed, validate_on_test, num_workers, data_on_device
         )
+        self._note_untrained(datamodule.train_dataset, batch_size)
         plan = self._training_plan_cls(
             self.module,
             n_epochs=max_epochs,
@@ -1105,7 +1075,7 @@ class SENAVAE(InterpretationMixin, UnsupervisedTrainingMixin, BaseModelClass):
             )
         saved_files = read_model_file(model_file, trusted=trusted)
         if adata is not None and adata is not False:
-            adata = _rna_modality(adata)
+            adata = rna_modality(adata)
             var_names = np.asarray(saved_files[1]).astype(str)
             if len(var_names) != adata.n_vars or not np.array_equal(
                 var_names, np.asarray(adata.var_names).astype(str)
@@ -1207,11 +1177,12 @@ class SENAVAE(InterpretationMixin, UnsupervisedTrainingMixin, BaseModelClass):
         -------
         ``(n_cells, n_latent)`` array.
         """
-        adata = self._validate_anndata(adata)
-        idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
+        splitter = self.data_splitter(adata)
+        idx = np.arange(splitter.adata.n_obs) if indices is None else np.asarray(indices)
         if len(idx) == 0:
             return np.zeros((0, self.n_latent))
-        return self._encode(adata, idx, batch_size, sample=not give_mean, seed=seed).cpu().numpy()
+        z = self._encode(splitter, idx, batch_size, sample=not give_mean, seed=seed)
+        return z.cpu().numpy()
 
     def _encode_predicted(self, labels: Sequence[str]) -> np.ndarray:
         """Codes of the labels to predict; the control label encodes as "no target"."""
@@ -1286,13 +1257,14 @@ class SENAVAE(InterpretationMixin, UnsupervisedTrainingMixin, BaseModelClass):
         """
         batch_size = _positive_int(batch_size, "batch_size")
         _check_temperature(temperature)
-        adata, parsed, fold = self._data(adata)
+        splitter = self.data_splitter(adata)
+        adata, parsed = splitter.adata, splitter.perturbations
         labels = [perturbations] if isinstance(perturbations, str) else list(perturbations)
         codes = self._encode_predicted(labels)
         rng = np.random.default_rng(seed)
         if control_indices is None:
             n_cells = _positive_int(n_cells, "n_cells")
-            control = np.flatnonzero(fold == FOLD_CONTROL)
+            control = splitter.control_indices()
             if len(control) == 0:
                 raise ValueError("No control cells in the data to start predictions from.")
             start = rng.choice(control, size=n_cells, replace=n_cells > len(control))
@@ -1300,10 +1272,10 @@ class SENAVAE(InterpretationMixin, UnsupervisedTrainingMixin, BaseModelClass):
             start = _control_positions(control_indices, parsed)
             n_cells = len(start)
         untrained = self._flag_untrained(codes)
-        z = self._encode(adata, start, batch_size, sample=not use_mean, seed=seed)
+        z = self._encode(splitter, start, batch_size, sample=not use_mean, seed=seed)
         # the control cells themselves, for counterfactual (residual) predictions
         x = (
-            torch.cat(list(self._iter_rows(adata, start, batch_size)))
+            torch.cat(list(splitter.iter_rows(start, batch_size, self.device)))
             if self.module.prediction == "residual"
             else None
         )
@@ -1404,7 +1376,7 @@ class SENAVAE(InterpretationMixin, UnsupervisedTrainingMixin, BaseModelClass):
         published = protocol == "published"
         key = "chunk" if published else "perturbation"
         empty = pd.DataFrame(columns=[key, "n_cells", "mmd", "mse", "kl", "l1"])
-        ds = self._fold_dataset(adata, [fold], seed)
+        ds = self.data_splitter(adata).fold_dataset([fold], seed)
         if len(ds) == 0:
             return empty
         loader = make_loader(ds, batch_size, shuffle=published, drop_last=published, seed=seed)

@@ -2,6 +2,7 @@ from ._data import (
     PairedPerturbationDataset,
     PerturbationDataModule,
     PerturbationPureBatchSampler,
+    dense_rows,
     draw_control_partners,
     make_loader,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "PerturbationPureBatchSampler",
     "SENATrainingPlan",
     "Schedules",
+    "dense_rows",
     "draw_control_partners",
     "make_loader",
 ]

@@ -116,8 +116,20 @@ class PerturbationPureBatchSampler(Sampler[np.ndarray]):
         return n
 
 
-def _rows(matrix, index: np.ndarray) -> np.ndarray:
-    """Dense float rows of a dense, CSR/CSC or backed matrix."""
+def dense_rows(matrix, index: np.ndarray) -> np.ndarray:
+    """Rows ``index`` of a dense, CSR/CSC or backed matrix, as a dense array.
+
+    Parameters
+    ----------
+    matrix
+        Cells x genes matrix (NumPy, SciPy sparse or an AnnData backed array).
+    index
+        Integer row positions (repeats allowed).
+
+    Returns
+    -------
+    ``(len(index), n_genes)`` array.
+    """
     if sp.issparse(matrix):
         return matrix[index].toarray()
     if isinstance(matrix, np.ndarray):
@@ -151,7 +163,7 @@ def _dense_rows_on(matrix, rows: np.ndarray, device, dtype, chunk: int = 16384) 
                 ).to(device)
                 part = part.to_dense()
         else:
-            part = torch.as_tensor(_rows(matrix, idx), dtype=dtype).to(device)
+            part = torch.as_tensor(dense_rows(matrix, idx), dtype=dtype).to(device)
         out[start : start + len(idx)] = part
     return out
 
@@ -237,8 +249,8 @@ class PairedPerturbationDataset(Dataset):
                 TENSORS.CODES: d["codes"][i],
                 TENSORS.INDEX: host_index,
             }
-        x = _rows(self.matrix, self.partners[index])
-        y = _rows(self.matrix, self.perturbed[index])
+        x = dense_rows(self.matrix, self.partners[index])
+        y = dense_rows(self.matrix, self.perturbed[index])
         return {
             TENSORS.X_CONTROL: torch.as_tensor(x, dtype=self.dtype),
             TENSORS.Y: torch.as_tensor(y, dtype=self.dtype),
