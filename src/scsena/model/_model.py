@@ -29,6 +29,7 @@ from scsena._constants import (
     FOLD_TEST,
     FOLD_TRAIN,
     REGISTRY_KEYS,
+    TENSORS,
 )
 from scsena._mudata import rna_modality
 from scsena._perturbations import (
@@ -38,7 +39,7 @@ from scsena._perturbations import (
 from scsena._runtime import training_run
 from scsena._validation import check_expression, warn_constant_genes
 from scsena.dataloaders import PerturbationDataSplitter, assign_folds, resolve_heldout
-from scsena.module import SENAModule, dag_l1, kl_divergence, mmd
+from scsena.module import SENAModule
 from scsena.train import (
     SENATrainingPlan,
     make_loader,
@@ -1381,39 +1382,23 @@ class SENAVAE(InterpretationMixin, UnsupervisedTrainingMixin, BaseModelClass):
             return empty
         loader = make_loader(ds, batch_size, shuffle=published, drop_last=published, seed=seed)
         self.module.eval()
-        l1 = float(dag_l1(self.module.causal.G))
-        sigma = self.module.mmd_sigma
-        scaling = self.module.kl_reference_scaling
-
-        def losses(x, y, y_hat, x_hat, mu, var) -> dict[str, float]:
-            return {
-                "n_cells": len(x),
-                "mmd": float(mmd(y_hat, y, sigma=sigma)),
-                "mse": float(torch.nn.functional.mse_loss(x_hat, x)),
-                "kl": float(kl_divergence(mu, var, scaling)),
-                "l1": l1,
-            }
-
         rows, stack = [], []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             for i, batch in enumerate(loader):
-                x = batch["x"].to(self.device)
-                y = batch["y"].to(self.device)
-                codes = batch["codes"].to(self.device)
-                _, mu, var = self.module.encode(x)
-                z = mu + var.sqrt() * torch.randn_like(mu)
-                gen = self.module.generative(z, codes, temperature, x=x)
-                parts = (x, y, gen["y_hat"], gen["x_hat"], mu, var)
+                parts = self._loss_inputs(batch, temperature)
                 if not published:
-                    code = codes[0].tolist()
+                    code = batch[TENSORS.CODES][0].tolist()
                     label = self.delimiter_.join(self.targets_[c] for c in code if c >= 0)
-                    rows.append({"perturbation": label, **losses(*parts)})
+                    rows.append({"perturbation": label, **self._losses(parts, temperature)})
                     continue
                 stack.append(parts)
                 if i % int(chunk_batches) == 0:
-                    stacked = [torch.cat(t) for t in zip(*stack)]
-                    rows.append({"chunk": len(rows), **losses(*stacked)})
+                    stacked = tuple(
+                        {k: torch.cat([p[j][k] for p in stack]) for k in stack[0][j]}
+                        for j in range(3)
+                    )
+                    rows.append({"chunk": len(rows), **self._losses(stacked, temperature)})
                     stack = []
         if published:
             return pd.DataFrame(rows, columns=empty.columns)
@@ -1426,7 +1411,26 @@ class SENAVAE(InterpretationMixin, UnsupervisedTrainingMixin, BaseModelClass):
                     "perturbation": label,
                     "n_cells": int(w.sum()),
                     **{k: float(np.average(g[k], weights=w)) for k in ("mmd", "mse", "kl")},
-                    "l1": l1,
+                    "l1": float(g["l1"].iloc[0]),
                 }
             )
         return pd.DataFrame(out)
+
+    def _loss_inputs(self, batch: dict, temperature: float) -> tuple[dict, dict, dict]:
+        """The module's loss inputs on one batch: tensors, inference and generative outputs."""
+        x = batch[TENSORS.X_CONTROL].to(self.device)
+        tensors = {TENSORS.X_CONTROL: x, TENSORS.Y: batch[TENSORS.Y].to(self.device)}
+        inference = self.module.inference(x)
+        codes = batch[TENSORS.CODES].to(self.device)
+        generative = self.module.generative(inference["z"], codes, temperature, x=x)
+        return (
+            tensors,
+            {k: inference[k] for k in ("mu", "var")},
+            {k: generative[k] for k in ("y_hat", "x_hat")},
+        )
+
+    def _losses(self, parts: tuple[dict, dict, dict], temperature: float) -> dict[str, float]:
+        """MMD, MSE, KL and L1 as :meth:`~scsena.module.SENAModule.loss` computes them."""
+        out = self.module.loss(*parts, temperature=temperature)
+        metrics = {k: float(out.extra_metrics[k]) for k in ("mmd", "mse", "kl", "l1")}
+        return {"n_cells": int(out.n_obs_minibatch), **metrics}

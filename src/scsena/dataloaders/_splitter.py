@@ -1,0 +1,148 @@
+"""PerturbationDataSplitter: the one place that reads a registered AnnData for SENAVAE."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from scvi.data import AnnDataManager
+
+from scsena._constants import ADATA_KEYS, FOLD_CONTROL, FOLD_TEST, FOLD_TRAIN, REGISTRY_KEYS
+from scsena._perturbations import ParsedPerturbations, parse_perturbations
+from scsena.train import (
+    PairedPerturbationDataset,
+    PerturbationDataModule,
+    dense_rows,
+    draw_control_partners,
+)
+
+from ._folds import assign_folds
+
+
+class PerturbationDataSplitter:
+    """Folds, control partners, datasets and loaders of one registered AnnData.
+
+    The role of scvi-tools' ``DataSplitter`` for SENA's paired batches: every cell's
+    perturbation label is parsed once, every cell gets a fold (``train``, ``test``,
+    ``double``, ``control`` or ``excluded``), the cells of a fold are paired with
+    control cells drawn with a seed, and the training data module serves
+    perturbation-pure batches of those pairs. :class:`~scsena.SENAVAE` reads its data
+    only through it (:meth:`~scsena.SENAVAE.data_splitter`).
+
+    Parameters
+    ----------
+    adata_manager
+        The :class:`~scvi.data.AnnDataManager` of a registered AnnData.
+    targets
+        The model's single targets (codes index into it).
+    control_value, delimiter
+        Label conventions given at setup.
+    heldout
+        Held-out single targets (``test_fraction`` of each one's cells are tested).
+    test_fraction
+        Share of each held-out target's cells in the test fold, used when the data
+        has no fold column (``obs["scsena_fold"]``, written when the model is built).
+    seed
+        Seed of the folds.
+    dtype
+        Floating-point type of the tensors served.
+    """
+
+    def __init__(
+        self,
+        adata_manager: AnnDataManager,
+        targets: Sequence[str],
+        control_value: str = "",
+        delimiter: str = ",",
+        heldout: Sequence[str] = (),
+        test_fraction: float = 0.2,
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
+    ):
+        self.adata_manager = adata_manager
+        self.adata = adata_manager.adata
+        self.targets = list(targets)
+        self.control_value = control_value
+        self.delimiter = delimiter
+        self.heldout = list(heldout)
+        self.test_fraction = float(test_fraction)
+        self.seed = int(seed)
+        self.dtype = dtype
+
+    @cached_property
+    def perturbations(self) -> ParsedPerturbations:
+        """Every cell's parsed label: canonical ``labels``, ``kind`` and target ``codes``."""
+        labels = self.adata_manager.get_from_registry(REGISTRY_KEYS.PERTURBATION_KEY)
+        return parse_perturbations(
+            pd.Series(np.asarray(labels).ravel(), index=self.adata.obs_names),
+            self.control_value,
+            self.delimiter,
+            targets=self.targets,
+        )
+
+    @property
+    def expression(self):
+        """The registered expression matrix (``adata.X`` or the layer given at setup)."""
+        return self.adata_manager.get_from_registry(REGISTRY_KEYS.X_KEY)
+
+    @cached_property
+    def folds(self) -> np.ndarray:
+        """Every cell's fold: ``obs["scsena_fold"]``, else assigned with ``test_fraction``."""
+        obs = self.adata.obs
+        if ADATA_KEYS.FOLD in obs:
+            return np.asarray(obs[ADATA_KEYS.FOLD].astype(str))
+        folds = assign_folds(self.perturbations, self.heldout, self.test_fraction, self.seed)
+        return np.asarray(folds.astype(str))
+
+    def control_indices(self) -> np.ndarray:
+        """Positions of the control cells (the starting states)."""
+        return np.flatnonzero(self.folds == FOLD_CONTROL)
+
+    def fold_dataset(self, folds: Sequence[str], seed: int) -> PairedPerturbationDataset:
+        """The cells of ``folds``, each paired with a control cell drawn with ``seed``."""
+        control = self.control_indices()
+        if len(control) == 0:
+            raise ValueError("No control cells in the data: they are the starting states.")
+        cells = np.flatnonzero(np.isin(self.folds, list(folds)))
+        partners = draw_control_partners(len(cells), control, seed)
+        codes = self.perturbations.codes[cells]
+        return PairedPerturbationDataset(self.expression, cells, partners, codes, self.dtype)
+
+    def data_module(
+        self,
+        batch_size: int,
+        seed: int,
+        validate_on_test: bool = False,
+        num_workers: int = 0,
+        data_on_device: bool | Literal["auto"] = "auto",
+    ) -> PerturbationDataModule:
+        """Training data module: train-fold pairs (and test-fold pairs to validate on).
+
+        Training pairs are drawn with ``seed``, validation pairs with ``seed + 1``.
+        """
+        train_ds = self.fold_dataset([FOLD_TRAIN], seed)
+        if len(train_ds) == 0:
+            raise ValueError("No training cells: the data has no single-perturbation cells.")
+        val_ds = self.fold_dataset([FOLD_TEST], seed + 1) if validate_on_test else None
+        return PerturbationDataModule(
+            train_ds,
+            batch_size=batch_size,
+            seed=seed,
+            val_dataset=val_ds,
+            num_workers=num_workers,
+            data_on_device=data_on_device,
+        )
+
+    def iter_rows(
+        self, indices: np.ndarray, batch_size: int, device: torch.device | str = "cpu"
+    ) -> Iterator[torch.Tensor]:
+        """Expression rows of ``indices`` in batches, as tensors on ``device``."""
+        matrix = self.expression
+        for start in range(0, len(indices), batch_size):
+            rows = dense_rows(matrix, indices[start : start + batch_size])
+            yield torch.as_tensor(rows, dtype=self.dtype, device=device)
+
