@@ -22,6 +22,7 @@ PUBLIC_MODULES = [
     "scsena.pl",
     "scsena.module",
     "scsena.train",
+    "scsena.dataloaders",
     "scsena.cli",
 ]
 

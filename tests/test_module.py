@@ -5,8 +5,15 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from scsena.module import CausalLayer, MaskedLinear, SENAModule, dag_l1, kl_divergence, mmd
-from scsena.module import mmd_bandwidths
+from scsena.module import (
+    CausalLayer,
+    MaskedLinear,
+    SENAModule,
+    dag_l1,
+    kl_divergence,
+    mmd,
+    mmd_bandwidths,
+)
 from scsena.train import PerturbationPureBatchSampler, Schedules
 
 

@@ -8,8 +8,7 @@ import torch
 
 import scsena
 from conftest import TRAIN_KW
-from scsena._constants import TENSORS
-from scsena.train._training_plan import SELECTION_COMPONENTS
+from scsena.train import SELECTION_COMPONENTS
 
 
 class _Recorder(pl.Callback):
@@ -24,7 +23,7 @@ class _Recorder(pl.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self.batches[-1].append((float(loss), int(batch[TENSORS.X_CONTROL].shape[0])))
+        self.batches[-1].append((float(loss), int(batch["x"].shape[0])))
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.states.append(copy.deepcopy(pl_module.module.state_dict()))

@@ -41,11 +41,12 @@ from scsena._validation import check_expression, warn_constant_genes
 from scsena.dataloaders import PerturbationDataSplitter, assign_folds, resolve_heldout
 from scsena.module import SENAModule
 from scsena.train import (
+    EpochCheckpoint,
     SENATrainingPlan,
+    check_resume,
     make_loader,
+    progress_callbacks,
 )
-from scsena.train._checkpoint import EpochCheckpoint, check_resume
-from scsena.train._progress import progress_callbacks
 
 from ._fields import GeneSetMaskField, PerturbationField, mask_from_state, targets_from_state
 from ._interpretation import InterpretationMixin

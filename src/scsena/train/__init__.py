@@ -1,3 +1,4 @@
+from ._checkpoint import EpochCheckpoint, check_resume
 from ._data import (
     PairedPerturbationDataset,
     PerturbationDataModule,
@@ -6,16 +7,22 @@ from ._data import (
     draw_control_partners,
     make_loader,
 )
+from ._progress import EpochLines, progress_callbacks
 from ._schedules import Schedules
-from ._training_plan import SENATrainingPlan
+from ._training_plan import SELECTION_COMPONENTS, SENATrainingPlan
 
 __all__ = [
+    "SELECTION_COMPONENTS",
+    "EpochCheckpoint",
+    "EpochLines",
     "PairedPerturbationDataset",
     "PerturbationDataModule",
     "PerturbationPureBatchSampler",
     "SENATrainingPlan",
     "Schedules",
+    "check_resume",
     "dense_rows",
     "draw_control_partners",
     "make_loader",
+    "progress_callbacks",
 ]
