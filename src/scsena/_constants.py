@@ -20,7 +20,6 @@ class _AnnDataKeys(NamedTuple):
     MASK: str = "scsena_mask"
     FOLD: str = "scsena_fold"
     ACTIVITY: str = "X_scsena_activity"
-    LATENT: str = "X_scsena"
     ACTIVITY_UNS: str = "scsena_activity"
     PERTURBATION: str = "scsena_perturbation"
 
@@ -35,7 +34,8 @@ FOLD_DOUBLE = "double"
 FOLD_CONTROL = "control"
 FOLD_EXCLUDED = "excluded"
 
-#: Reference held-out single perturbations on Norman 2019 (SPEC section 1).
+#: Held-out single perturbations of the SENA paper's Norman 2019 evaluation; ``heldout="auto"``
+#: falls back to them for data sets without their own list (where they overlap the targets).
 NORMAN_HELDOUT = (
     "ETS2",
     "SGK1",

@@ -39,7 +39,7 @@ class GeneSetMask:
     var_names
         Gene ids of the rows.
     lambda_
-        Value of non-member entries in :meth:`to_dense` (SPEC's ``λ``, reference 0).
+        Value of non-member entries in :meth:`to_dense` (SENA's ``λ``, reference 0).
     term_names
         Human-readable term names (GO names for GO ids, else the id itself).
     gene_ids

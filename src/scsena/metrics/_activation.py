@@ -1,4 +1,4 @@
-"""The activation-score test of interpretability (SPEC section 5).
+"""The activation-score test of interpretability of the SENA paper.
 
 For every perturbation, each biological process (BP) is scored by how much its
 activity differs between control and perturbed cells; a BP is *affected* if its gene

@@ -1,4 +1,4 @@
-"""Mean-expression metrics of one perturbation, as used by the field (SPEC section 7).
+"""Mean-expression metrics of one perturbation, as used by the field.
 
 Inputs are ``cells x genes`` samples (dense arrays or :mod:`scipy.sparse` matrices)
 or, where stated, 1-D mean-expression vectors (e.g. a baseline that predicts a mean

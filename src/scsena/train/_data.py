@@ -1,4 +1,4 @@
-"""Paired, perturbation-pure mini-batches (SPEC section 1).
+"""Paired, perturbation-pure mini-batches.
 
 A training example is a triple ``(x, y, c)``: ``y`` a perturbed cell, ``c`` its
 perturbation (target indices) and ``x`` a control cell drawn at random for that

@@ -1,4 +1,4 @@
-"""Per-epoch annealing schedules of SENA-discrepancy-VAE (SPEC section 4)."""
+"""Per-epoch annealing schedules of SENA-discrepancy-VAE."""
 
 from __future__ import annotations
 
