@@ -732,7 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", default=None, metavar="DIR", help=_OUT_HELP + " (default: DIR)")
     ev.add_argument("--name", default="sena", help="Name of the model in the tables")
     ev.add_argument(
-        "--n-de-genes", type=int, default=20, help="Top DE genes of the *_de metrics"
+        "--n-de-genes", type=int, default=20, help="Top DE genes of the metrics named ..._de"
     )
     _threads_arg(ev)
     _trusted_arg(ev)
