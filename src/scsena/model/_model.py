@@ -240,12 +240,16 @@ class SENAVAE(
                     "rename that column first."
                 )
             adata.obs[ADATA_KEYS.FOLD] = folds
-        self._model_summary_string = (
-            f"SENAVAE: preset={preset}, encoder={encoder}, {mask.n_genes} genes, "
-            f"{mask.n_terms} gene sets"
-            + (f" ({mask.n_dropped} more dropped by min_genes)" if mask.n_dropped else "")
-            + f", {len(self.targets_)} targets, {n_latent} latent factors, lambda={sena_lambda}, "
-            f"dtype={dtype}, held out: {', '.join(self.heldout_) or 'none'}"
+        # one short line per topic: printed in a notebook, a single long line wraps anywhere
+        self._model_summary_string = "\n".join(
+            [
+                f"SENAVAE: preset={preset}, encoder={encoder}, lambda={sena_lambda}, "
+                f"dtype={dtype}",
+                f"  {mask.n_genes} genes, {mask.n_terms} gene sets"
+                + (f" ({mask.n_dropped} more dropped by min_genes)" if mask.n_dropped else ""),
+                f"  {len(self.targets_)} targets, {n_latent} latent factors",
+                f"  held out: {', '.join(self.heldout_) or 'none'}",
+            ]
         )
         self.init_params_ = self._get_init_params(locals())
 
