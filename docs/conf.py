@@ -18,6 +18,9 @@ from datetime import date
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from docutils import nodes
+from sphinx.transforms import SphinxTransform
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
@@ -26,7 +29,6 @@ sys.path.insert(0, str(HERE.parent / "src"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("PYTHONWARNINGS", "ignore")
 
 project = "scsena"
 author = "scsena developers"
@@ -47,6 +49,13 @@ extensions = [
     "sphinx.ext.viewcode",
     "sphinxarg.ext",
 ]
+try:  # MathJax served with the pages, not from a CDN: maths renders offline
+    import importlib
+
+    importlib.import_module("sphinx-mathjax-offline")
+    extensions.append("sphinx-mathjax-offline")
+except ImportError:
+    pass
 try:  # optional niceties, present with the `docs` extra
     import sphinx_copybutton  # noqa: F401
 
@@ -60,6 +69,7 @@ source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-n
 master_doc = "index"
 nitpicky = False
 default_role = "literal"
+smartquotes = False  # keep `--data` and quotes as typed (no en dashes in option names)
 
 # Pages other parts of the project write next to these (benchmarks, results,
 # reliability): index.md lists them, and a missing one is dropped from the toctree.
@@ -74,8 +84,21 @@ def _drop_missing_pages(app, docname, source):
             source[0] = source[0].replace(f"\n{page}\n", "\n")
 
 
+class _NoBareEmailLinks(SphinxTransform):
+    """Keep ``recall@25`` as text: reST links a bare ``name@domain`` as an e-mail address."""
+
+    default_priority = 500
+
+    def apply(self, **kwargs) -> None:
+        for ref in list(self.document.findall(nodes.reference)):
+            text = ref.astext()
+            if ref.get("refuri", "") == f"mailto:{text}" and "." not in text.partition("@")[2]:
+                ref.replace_self(nodes.Text(text))
+
+
 def setup(app):
     app.connect("source-read", _drop_missing_pages)
+    app.add_transform(_NoBareEmailLinks)
 
 
 # --- autodoc / autosummary / napoleon
@@ -101,7 +124,7 @@ nb_execution_timeout = 600
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_merge_streams = True
-nb_output_stderr = "remove"
+nb_output_stderr = "show"  # what a notebook user sees, warnings included
 
 # --- intersphinx: off unless asked for (it needs the network; offline -W builds must pass)
 intersphinx_mapping: dict[str, tuple[str, None]] = {}
