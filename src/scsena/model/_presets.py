@@ -13,24 +13,35 @@ from __future__ import annotations
 
 from typing import Any
 
-#: Network settings of each preset (arguments of :class:`~scsena.module.SENAModule`).
+#: The published model's network (arguments of :class:`~scsena.module.SENAModule`).
+_REFERENCE_MODULE: dict[str, Any] = {
+    "n_hidden": 128,
+    "mmd_sigma": 200.0,
+    "lambda_l1": 0.1,
+    "kl_reference_scaling": True,
+    "assignment": "mlp",
+    "one_to_one": False,
+    "lambda_balance": 0.0,
+    "lambda_mean": 0.0,
+    "prediction": "direct",
+}
+#: The published training settings (arguments of :meth:`~scsena.SENAVAE.train`).
+_REFERENCE_TRAIN: dict[str, Any] = {
+    "max_epochs": 100,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "alpha_max": 1.0,
+    "beta_max": 1.0,
+    "tau_max": 100.0,
+    "select_best_epoch": True,
+}
+
+#: Network settings of each preset: the default differs from the reference only in
+#: the remedies.
 MODULE_PRESETS: dict[str, dict[str, Any]] = {
-    "reference": {
-        "n_hidden": 128,
-        "mmd_sigma": 200.0,
-        "lambda_l1": 0.1,
-        "kl_reference_scaling": True,
-        "assignment": "mlp",
-        "one_to_one": False,
-        "lambda_balance": 0.0,
-        "lambda_mean": 0.0,
-        "prediction": "direct",
-    },
-    "scsena": {
-        "n_hidden": 128,
-        "mmd_sigma": 200.0,
-        "lambda_l1": 0.1,
-        "kl_reference_scaling": True,
+    "reference": _REFERENCE_MODULE,
+    "scsena": _REFERENCE_MODULE
+    | {
         "assignment": "table",
         "one_to_one": True,
         "lambda_balance": 1.0,
@@ -39,26 +50,10 @@ MODULE_PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-#: Training settings of each preset (arguments of :meth:`~scsena.SENAVAE.train`).
+#: Training settings of each preset.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "reference": {
-        "max_epochs": 100,
-        "batch_size": 32,
-        "lr": 1e-3,
-        "alpha_max": 1.0,
-        "beta_max": 1.0,
-        "tau_max": 100.0,
-        "select_best_epoch": True,
-    },
-    "scsena": {
-        "max_epochs": 100,
-        "batch_size": 32,
-        "lr": 1e-3,
-        "alpha_max": 1.0,
-        "beta_max": 1.0,
-        "tau_max": 100.0,
-        "select_best_epoch": False,
-    },
+    "reference": _REFERENCE_TRAIN,
+    "scsena": _REFERENCE_TRAIN | {"select_best_epoch": False},
 }
 
 PRESETS = tuple(MODULE_PRESETS)
