@@ -88,3 +88,21 @@ def test_docs_build_offline_with_warnings_as_errors(tmp_path):
         assert "<img" in text or nb == "own_data"
         assert "Traceback" not in text
     print(f"docs built in {took:.0f} s")
+
+
+def test_import_in_a_notebook_prints_no_tqdm_widget_advice():
+    """scvi-tools' ``tqdm.auto`` import warns in a kernel without ipywidgets; scsena hides it."""
+    code = "\n".join(
+        [
+            "import sys, types, warnings",
+            "warnings.simplefilter('always')",
+            "sys.modules['ipykernel.zmqshell'] = types.ModuleType('ipykernel.zmqshell')",
+            "ipy = types.ModuleType('IPython'); ipy.get_ipython = lambda: None",
+            "sys.modules.setdefault('IPython', ipy)",
+            "import scsena",
+            "import tqdm.auto",
+        ]
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "IProgress not found" not in proc.stderr

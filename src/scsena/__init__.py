@@ -8,6 +8,8 @@ matplotlib.
 from __future__ import annotations
 
 import importlib
+import sys
+import warnings
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +21,24 @@ try:
     __version__ = version("scsena")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
+
+
+def _import_tqdm_auto_quietly() -> None:
+    """In a Jupyter kernel, import ``tqdm.auto`` without its ipywidgets advice.
+
+    scvi-tools imports ``tqdm.auto`` when scsena loads it, and in a notebook without
+    ipywidgets that prints "TqdmWarning: IProgress not found". scsena reports training
+    progress in a notebook as one line per epoch, never as a widget, so the advice
+    does not concern it.
+    """
+    if "ipykernel.zmqshell" not in sys.modules or "tqdm.auto" in sys.modules:
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        import tqdm.auto  # noqa: F401
+
+
+_import_tqdm_auto_quietly()
 
 __all__ = ["SENAVAE", "datasets", "gene_sets", "metrics", "pl", "__version__"]
 
