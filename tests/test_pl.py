@@ -237,3 +237,14 @@ def test_differential_activity_dot_plot(small, tmp_path):
         pl.differential_activity(res.drop(columns="std_effect"))
     with pytest.raises(ValueError, match="No results for"):
         pl.differential_activity(res, perturbations=["NOT_A_TARGET"])
+
+
+def test_pl_namespace_lists_only_plotting_functions():
+    import inspect
+
+    import scsena.pl as pl
+
+    names = dir(pl)
+    assert names == sorted(pl.__all__)
+    assert all(inspect.isfunction(getattr(pl, n)) for n in names)
+    assert "np" not in names and "plt" not in names and "nx" not in names

@@ -1,20 +1,4 @@
-"""Plots of a trained :class:`~scsena.SENAVAE`: pathways, the latent DAG, predictions, training.
-
-Every function draws with matplotlib, takes ``ax`` (draw into an existing Axes),
-``save`` (a path: the figure is written with ``bbox_inches="tight"``) and ``show``
-(call :func:`matplotlib.pyplot.show`), and returns the Axes it drew (the Figure for
-multi-panel plots), so the plot can be refined further.
-
-Examples
---------
->>> from scsena import pl
->>> pl.pathway_activity(model)  # mean BP activity per perturbation
->>> pl.top_bps(model, "CBL")  # BPs most changed by one perturbation
->>> pl.differential_activity(model)  # top BPs of every perturbation vs control
->>> pl.causal_graph(model)  # latent DAG with the targets mapped to each factor
->>> pl.predicted_vs_real(model, perturbations=["CBL,PTPN12"])
->>> pl.training_curves(model)
-"""
+"""The plotting functions of :mod:`scsena.pl` (matplotlib, networkx)."""
 
 from __future__ import annotations
 
@@ -53,7 +37,7 @@ __all__ = [
 ]
 
 #: Label used for control cells in plots (their raw label is often the empty string).
-CONTROL_LABEL = "control"
+_CONTROL_LABEL = "control"
 
 
 # ---------------------------------------------------------------- helpers
@@ -81,7 +65,7 @@ def _labels(model: SENAVAE, adata: ad.AnnData) -> np.ndarray:
     manager = model.get_anndata_manager(adata, required=True)
     labels = np.asarray(manager.get_from_registry(REGISTRY_KEYS.PERTURBATION_KEY)).ravel()
     labels = np.array([str(x).strip() for x in labels], dtype=object)
-    labels[labels == model.control_value_.strip()] = CONTROL_LABEL
+    labels[labels == model.control_value_.strip()] = _CONTROL_LABEL
     return labels
 
 
@@ -101,7 +85,7 @@ def _order_groups(groups: Sequence[str], delimiter: str) -> list[str]:
     """Control first, then single perturbations, then combinations, each sorted."""
 
     def key(g: str):
-        n = 0 if g == CONTROL_LABEL else len(_canonical(g, delimiter))
+        n = 0 if g == _CONTROL_LABEL else len(_canonical(g, delimiter))
         return (n, g)
 
     return sorted(groups, key=key)
@@ -217,14 +201,14 @@ def pathway_activity(
     if perturbations is None:
         order = _order_groups(list(means.index), model.delimiter_)
     else:
-        order = [CONTROL_LABEL if p == model.control_value_ else str(p) for p in perturbations]
+        order = [_CONTROL_LABEL if p == model.control_value_ else str(p) for p in perturbations]
         missing = [p for p in order if p not in means.index]
         if missing:
             raise ValueError(f"No cells for {missing}; groups: {list(means.index)}.")
     if relative_to_control:
-        if CONTROL_LABEL not in means.index:
+        if _CONTROL_LABEL not in means.index:
             raise ValueError("relative_to_control needs control cells.")
-        means = means - means.loc[CONTROL_LABEL]
+        means = means - means.loc[_CONTROL_LABEL]
     means = means.loc[order]
     if terms is None:
         var = means.var(axis=0) if len(means) > 1 else means.abs().iloc[0]
@@ -753,15 +737,15 @@ def predicted_vs_real(
     rna = _rna(model, adata)
     labels = _labels(model, rna)
     delim = model.delimiter_
-    canon = np.array([_canonical(x, delim) if x != CONTROL_LABEL else None for x in labels])
+    canon = np.array([_canonical(x, delim) if x != _CONTROL_LABEL else None for x in labels])
     rng = np.random.default_rng(seed)
     matrix = model.get_anndata_manager(rna, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
-    groups = ([CONTROL_LABEL] if include_control else []) + [s.strip() for s in labels_in]
+    groups = ([_CONTROL_LABEL] if include_control else []) + [s.strip() for s in labels_in]
     real_idx, real_lab = [], []
     for g in groups:
-        want = None if g == CONTROL_LABEL else _canonical(g, delim)
+        want = None if g == _CONTROL_LABEL else _canonical(g, delim)
         cells = (
-            np.flatnonzero(labels == CONTROL_LABEL)
+            np.flatnonzero(labels == _CONTROL_LABEL)
             if want is None
             else np.flatnonzero([c == want for c in canon])
         )
@@ -803,8 +787,8 @@ def predicted_vs_real(
         coords, axis_names = pooled.obsm["X_pca"][:, :2], ("PC1", "PC2")
     if palette is None:
         cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-        colours = {g: ("#9e9e9e" if g == CONTROL_LABEL else None) for g in groups}
-        others = [g for g in groups if g != CONTROL_LABEL]
+        colours = {g: ("#9e9e9e" if g == _CONTROL_LABEL else None) for g in groups}
+        others = [g for g in groups if g != _CONTROL_LABEL]
         colours.update({g: cycle[i % len(cycle)] for i, g in enumerate(others)})
     elif isinstance(palette, Mapping):
         colours = {g: palette[g] for g in groups}
