@@ -4,6 +4,7 @@ import copy
 
 import lightning.pytorch as pl
 import numpy as np
+import pytest
 import torch
 
 import scsena
@@ -79,3 +80,25 @@ def test_history_has_assignment_diagnostics(sim_adata):
     np.testing.assert_allclose(entropy[-1], expected, rtol=1e-4)
     # the extra loss terms of the default preset are logged too
     assert "mean_shift_train" in hist and "balance_train" in hist
+
+
+def test_plan_kwargs_merge_with_train_arguments(sim_adata):
+    small = sim_adata[sim_adata.obs["perturbation_type"] != "double"].copy()
+    scsena.SENAVAE.setup_anndata(small, perturbation_key="guide_ids")
+    kw = TRAIN_KW | {"max_epochs": 6}
+
+    def trained(**extra):
+        model = scsena.SENAVAE(small, seed=1)
+        model.train(**(kw | extra))
+        return model.module.state_dict()
+
+    via_plan = trained(plan_kwargs={"lr": 1e-2, "weight_decay": 0.0})
+    direct = trained(lr=1e-2)
+    for k, v in direct.items():
+        torch.testing.assert_close(via_plan[k], v, rtol=0, atol=0)
+    assert not torch.equal(trained()["d2.weight"], direct["d2.weight"])  # lr matters
+    model = scsena.SENAVAE(small, seed=1)
+    with pytest.raises(ValueError, match="lr is given twice"):
+        model.train(**(kw | {"lr": 1e-3, "plan_kwargs": {"lr": 1e-2}}))
+    with pytest.raises(ValueError, match="set by train's 'max_epochs'"):
+        model.train(**(kw | {"plan_kwargs": {"n_epochs": 3}}))

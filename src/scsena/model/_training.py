@@ -203,7 +203,11 @@ class TrainingMixin:
             in a new temporary directory (named in a warning) without one; or pass
             ``logger=``.
         plan_kwargs
-            Extra arguments of :class:`~scsena.train.SENATrainingPlan`.
+            Arguments of :class:`~scsena.train.SENATrainingPlan`, merged with this
+            method's as scvi-tools does: ``lr``, ``alpha_max``, ``beta_max``,
+            ``tau_max`` or ``select_best_epoch`` given here act as if given to
+            ``train`` (the same key given both ways with different values is an
+            error); ``n_epochs`` and ``seed`` come from ``max_epochs`` and ``seed``.
         **trainer_kwargs
             Passed to the Lightning trainer (``logger``, ``callbacks``,
             ``enable_checkpointing``, ``ckpt_path`` ...). ``enable_progress_bar``
@@ -220,18 +224,17 @@ class TrainingMixin:
         ``batch_size`` are never in a batch, hence never trained: a warning names them
         and ``untrained_targets_`` lists them (their predictions are flagged).
         """
-        settings = resolve(
-            TRAIN_PRESETS[self.preset_],
-            {
-                "max_epochs": max_epochs,
-                "batch_size": batch_size,
-                "lr": lr,
-                "alpha_max": alpha_max,
-                "beta_max": beta_max,
-                "tau_max": tau_max,
-                "select_best_epoch": select_best_epoch,
-            },
-        )
+        given = {
+            "max_epochs": max_epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "alpha_max": alpha_max,
+            "beta_max": beta_max,
+            "tau_max": tau_max,
+            "select_best_epoch": select_best_epoch,
+        }
+        plan_kwargs = _merge_plan_kwargs(given, plan_kwargs)
+        settings = resolve(TRAIN_PRESETS[self.preset_], given)
         max_epochs, batch_size, lr = (settings[k] for k in ("max_epochs", "batch_size", "lr"))
         alpha_max, beta_max, tau_max = (settings[k] for k in ("alpha_max", "beta_max", "tau_max"))
         select_best_epoch = settings["select_best_epoch"]
@@ -250,7 +253,7 @@ class TrainingMixin:
             lr=lr,
             seed=seed,
             select_best_epoch=select_best_epoch,
-            **(plan_kwargs or {}),
+            **plan_kwargs,
         )
         callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
         callbacks.extend(progress_callbacks(trainer_kwargs))
@@ -485,3 +488,27 @@ class TrainingMixin:
         out = self.module.loss(*parts, temperature=temperature)
         metrics = {k: float(out.extra_metrics[k]) for k in ("mmd", "mse", "kl", "l1")}
         return {"n_cells": int(out.n_obs_minibatch), **metrics}
+
+
+def _merge_plan_kwargs(given: dict, plan_kwargs: dict | None) -> dict:
+    """Move ``train``'s own arguments out of ``plan_kwargs`` into ``given`` (in place).
+
+    Returns the remaining plan arguments. A key given both ways with different values
+    is an error naming both.
+    """
+    rest = dict(plan_kwargs or {})
+    for key in ("n_epochs", "seed"):
+        if key in rest:
+            name = "max_epochs" if key == "n_epochs" else "seed"
+            raise ValueError(
+                f"plan_kwargs[{key!r}] is set by train's {name!r}; pass it there instead."
+            )
+    for key in [k for k in rest if k in given and k not in ("max_epochs", "batch_size")]:
+        value = rest.pop(key)
+        if given[key] is not None and given[key] != value:
+            raise ValueError(
+                f"{key} is given twice: {key}={given[key]!r} and plan_kwargs[{key!r}]="
+                f"{value!r}; pass it once."
+            )
+        given[key] = value
+    return rest
