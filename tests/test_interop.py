@@ -43,7 +43,10 @@ def test_setup_mudata_from_guide_modality(sim_adata):
 def test_setup_mudata_from_label_column(sim_adata):
     mdata = md.MuData({"rna": sim_adata})
     scsena.SENAVAE.setup_mudata(mdata, rna_mod="rna", perturbation_mod_or_key="guide_ids")
-    assert scsena.SENAVAE(mdata).targets_
+    model = scsena.SENAVAE(mdata)
+    labels = sim_adata.obs["guide_ids"].astype(str)
+    assert model.targets_ == sorted({g for g in labels if g and "," not in g})
+    assert model.adata is mdata["rna"]
 
 
 def test_setup_mudata_errors(sim_adata):
@@ -82,3 +85,10 @@ def test_explicit_logger(sim_adata, tmp_path):
     kw.pop("logger")
     model.train(**kw, logger=logger)
     assert (tmp_path / "mlflow.db").exists()
+    # the epoch's losses are in the store, under the named experiment
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("explicit")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert {"loss_train", "mmd_train", "distinct_factors"} <= set(run.data.metrics)
