@@ -72,6 +72,11 @@ def test_train_log_to_mlflow(sim_adata, tmp_path, monkeypatch):
     (run,) = client.search_runs([exp.experiment_id])
     assert run.data.metrics["mmd_train"] > 0
     assert len(client.get_metric_history(run.info.run_id, "loss_train")) == 2
+    # model.history is filled as well, each series once, equal to what MLflow holds
+    hist = model.history
+    assert len(hist["loss_train"]) == 2 and "train_loss" not in hist
+    logged = [m.value for m in client.get_metric_history(run.info.run_id, "loss_train")]
+    assert hist["loss_train"].to_numpy().ravel().tolist() == pytest.approx(logged)
 
 
 def test_explicit_logger(sim_adata, tmp_path):

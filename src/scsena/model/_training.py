@@ -274,6 +274,7 @@ class TrainingMixin:
             trainer_kwargs["logger"] = _mlflow_logger(checkpoint_dir)
         elif log_to is not None:
             raise ValueError(f"log_to must be 'mlflow' or None, got {log_to!r}.")
+        _keep_history(trainer_kwargs)
         if grad_clip is not None:
             trainer_kwargs.setdefault("gradient_clip_val", grad_clip)
             trainer_kwargs.setdefault("gradient_clip_algorithm", "value")
@@ -488,6 +489,24 @@ class TrainingMixin:
         out = self.module.loss(*parts, temperature=temperature)
         metrics = {k: float(out.extra_metrics[k]) for k in ("mmd", "mse", "kl", "l1")}
         return {"n_cells": int(out.n_obs_minibatch), **metrics}
+
+
+def _keep_history(trainer_kwargs: dict) -> None:
+    """Put scvi-tools' in-memory logger first beside a user's logger(s) (in place).
+
+    scvi-tools fills ``model.history`` from the trainer's first logger, so with only an
+    MLflow (or other) logger the history would stay empty; ``logger=False`` (no
+    logging at all) is left as it is.
+    """
+    from lightning.pytorch.loggers import Logger
+    from scvi.train._logger import SimpleLogger
+
+    given = trainer_kwargs.get("logger")
+    loggers = given if isinstance(given, list | tuple) else [given]
+    if given is None or not all(isinstance(lg, Logger) for lg in loggers):
+        return
+    if not any(isinstance(lg, SimpleLogger) for lg in loggers):
+        trainer_kwargs["logger"] = [SimpleLogger(), *loggers]
 
 
 def _merge_plan_kwargs(given: dict, plan_kwargs: dict | None) -> dict:

@@ -144,7 +144,8 @@ class SENATrainingPlan(TrainingPlan):
         log = {f"{k}_{mode}": means[i] for i, k in enumerate(names)}
         self.log_dict(log, on_epoch=True, prog_bar=False)
         if mode == "train":
-            self.log("train_loss", means[0], on_epoch=True, prog_bar=True)
+            # the progress bar's name for it; not logged twice (it is loss_train)
+            self.log("train_loss", means[0], on_epoch=True, prog_bar=True, logger=False)
         return dict(zip(names, means.cpu().tolist(), strict=True))
 
     def training_step(self, batch, batch_idx):
