@@ -257,3 +257,17 @@ def test_older_killed_save_is_recovered(tmp_path):
     with pytest.warns(UserWarning, match="Removed .*m.k3x9a_b2"):
         model.save(tmp_path / "m", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_save_follows_the_umask(tmp_path):
+    import stat
+
+    model = scsena.SENAVAE(_toy(), seed=1)
+    old = os.umask(0o022)
+    try:
+        model.save(tmp_path / "m")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == 0o755
+    for f in (tmp_path / "m").iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o644, f.name
