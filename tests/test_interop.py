@@ -97,3 +97,11 @@ def test_explicit_logger(sim_adata, tmp_path):
     experiment = client.get_experiment_by_name("explicit")
     (run,) = client.search_runs([experiment.experiment_id])
     assert {"loss_train", "mmd_train", "distinct_factors"} <= set(run.data.metrics)
+
+
+def test_view_anndata_setup_prints_the_registration(sim_adata, capsys):
+    scsena.SENAVAE.setup_anndata(sim_adata, perturbation_key="guide_ids")
+    scsena.SENAVAE(sim_adata).view_anndata_setup()
+    out = capsys.readouterr().out
+    for text in ("Data Registry", "gene_set_mask", "perturbation", "guide_ids"):
+        assert text in out

@@ -468,6 +468,24 @@ class SENAVAE(
         """Share of each held-out target's cells in the test fold (given at construction)."""
         return self._test_fraction
 
+    def view_anndata_setup(
+        self, adata: ad.AnnData | None = None, hide_state_registries: bool = False
+    ) -> None:
+        """Print the data registration (scvi-tools' view of the registered fields).
+
+        Parameters
+        ----------
+        adata
+            Registered AnnData (default: the model's).
+        hide_state_registries
+            Leave out each field's state registry (e.g. the targets, the gene sets).
+        """
+        # scvi-tools calls rich.pretty without importing it; `import rich` no longer
+        # loads it (rich >= 15)
+        import rich.pretty  # noqa: F401
+
+        super().view_anndata_setup(adata, hide_state_registries=hide_state_registries)
+
     def data_splitter(self, adata: ad.AnnData | None = None) -> PerturbationDataSplitter:
         """The :class:`~scsena.dataloaders.PerturbationDataSplitter` of registered data.
 
