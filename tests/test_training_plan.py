@@ -102,3 +102,14 @@ def test_plan_kwargs_merge_with_train_arguments(sim_adata):
         model.train(**(kw | {"lr": 1e-3, "plan_kwargs": {"lr": 1e-2}}))
     with pytest.raises(ValueError, match="set by train's 'max_epochs'"):
         model.train(**(kw | {"plan_kwargs": {"n_epochs": 3}}))
+
+
+@pytest.mark.parametrize(
+    ("argument", "hint"),
+    [("train_size", "heldout="), ("early_stopping", "max_epochs"), ("validation_size", "validate")],
+)
+def test_scvi_split_arguments_refused_clearly(sim_adata, argument, hint):
+    scsena.SENAVAE.setup_anndata(sim_adata, perturbation_key="guide_ids")
+    model = scsena.SENAVAE(sim_adata)
+    with pytest.raises(TypeError, match=f"does not take {argument}=.*{hint}"):
+        model.train(max_epochs=1, **{argument: 0.9 if argument != "early_stopping" else True})

@@ -224,6 +224,7 @@ class TrainingMixin:
         ``batch_size`` are never in a batch, hence never trained: a warning names them
         and ``untrained_targets_`` lists them (their predictions are flagged).
         """
+        _refuse_scvi_split_arguments(trainer_kwargs)
         given = {
             "max_epochs": max_epochs,
             "batch_size": batch_size,
@@ -489,6 +490,28 @@ class TrainingMixin:
         out = self.module.loss(*parts, temperature=temperature)
         metrics = {k: float(out.extra_metrics[k]) for k in ("mmd", "mse", "kl", "l1")}
         return {"n_cells": int(out.n_obs_minibatch), **metrics}
+
+
+#: scvi-tools' usual ``train`` arguments that have no meaning here, and what to use.
+_SCVI_ONLY_ARGUMENTS = {
+    "train_size": "the folds are fixed when the model is built: pass heldout= and "
+    "test_fraction= to SENAVAE(...); training uses every train-fold cell",
+    "validation_size": "the test fold is the validation set: train(validate_on_test=True)",
+    "shuffle_set_split": "the folds are fixed when the model is built (seed=, heldout=)",
+    "datasplitter_kwargs": "batches are perturbation-pure and built by scsena's data "
+    "splitter (batch_size=, num_workers=, data_on_device=)",
+    "load_sparse_tensor": "batches are gathered from the matrix as it is (data_on_device= "
+    "keeps them on the GPU)",
+    "early_stopping": "SENA's alpha/beta/tau schedules span max_epochs, so stopping early "
+    "would cut them short: choose max_epochs (and select_best_epoch=)",
+}
+
+
+def _refuse_scvi_split_arguments(trainer_kwargs: dict) -> None:
+    """A clear error for scvi-tools ``train`` arguments that scsena does not take."""
+    for name, instead in _SCVI_ONLY_ARGUMENTS.items():
+        if name in trainer_kwargs:
+            raise TypeError(f"SENAVAE.train does not take {name}=: {instead}.")
 
 
 def _keep_history(trainer_kwargs: dict) -> None:
