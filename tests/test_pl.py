@@ -3,7 +3,9 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import networkx as nx  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.collections import PathCollection  # noqa: E402
@@ -55,7 +57,20 @@ def test_pathway_activity_heatmap(small, tmp_path):
     assert rows[0] == "control" and len(rows) == n_groups
     cols = [t.get_text() for t in ax.get_xticklabels()]
     assert len(cols) == 7 and all(c for c in cols)
+    assert ax.get_title() == "Mean BP activity per perturbation (each BP scaled to [0, 1])"
     assert out.exists() and out.stat().st_size > 0
+
+
+def test_pathway_activity_wraps_names_never_truncates(small):
+    model, _ = small
+    names = dict(zip(model.term_ids_, model.term_names_))
+    long = sorted(model.term_ids_, key=lambda t: -len(names[t]))[:3]
+    assert len(names[long[0]]) > 20
+    ax = pl.pathway_activity(model, terms=long, label_width=20, relative_to_control=True)
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert [lab.replace("\n", " ") for lab in labels] == [names[t] for t in long]
+    assert all(len(line) <= 20 or " " not in line for lab in labels for line in lab.split("\n"))
+    assert ax.get_title() == "BP activity per perturbation, minus control"
 
 
 def test_pathway_activity_selection(small):
@@ -115,7 +130,7 @@ def test_top_bps_unknown_perturbation(small):
 def test_causal_graph_nodes_and_edges(small, tmp_path):
     model, _ = small
     edges = model.get_causal_graph(threshold=0.0)
-    ax = pl.causal_graph(model, threshold=0.0, max_targets_per_node=10, save=tmp_path / "dag.svg")
+    ax = pl.causal_graph(model, threshold=0.0, save=tmp_path / "dag.svg")
     nodes = [c for c in ax.collections if isinstance(c, PathCollection)]
     assert len(nodes) == 1 and len(nodes[0].get_offsets()) == model.n_latent
     arrows = [p for p in ax.patches if isinstance(p, FancyArrowPatch)]
@@ -129,6 +144,33 @@ def test_causal_graph_nodes_and_edges(small, tmp_path):
         assert target in graph.nodes[latent]["targets"]
         assert target in texts
     assert (tmp_path / "dag.svg").exists()
+    # layered by DAG order: a factor's column is the longest path ending at it
+    pos = ax.scsena_pos
+    for v in graph:
+        paths = [p for u in graph for p in nx.all_simple_paths(graph, u, v)]
+        assert pos[v][0] == max((len(p) - 1 for p in paths), default=0)
+    assert all(pos[u][0] < pos[v][0] for u, v in graph.edges)
+
+
+def test_causal_graph_isolated_row_and_all_targets(small, monkeypatch):
+    model, _ = small
+    edges = model.get_causal_graph(threshold=0.0)
+    keep = edges[(edges["source"] == "z0") & edges["target"].isin(["z1", "z2"])]
+    monkeypatch.setattr(model, "get_causal_graph", lambda threshold: keep)
+    many = [f"GENE{i:02d}" for i in range(20)]
+    table = pd.DataFrame({"latent": "z1"}, index=pd.Index(many, name="target"))
+    monkeypatch.setattr(model, "get_intervention_targets", lambda temperature: table)
+    ax = pl.causal_graph(model, targets_width=30)
+    pos = ax.scsena_pos
+    isolated = [f"z{i}" for i in range(3, model.n_latent)]
+    # isolated factors share one row of their own, below the graph, side by side
+    assert len({pos[v][1] for v in isolated}) == 1
+    assert pos[isolated[0]][1] < min(pos[v][1] for v in ("z0", "z1", "z2"))
+    assert len({pos[v][0] for v in isolated}) == len(isolated)
+    assert pos["z0"][0] == 0 and pos["z1"][0] == pos["z2"][0] == 1
+    # every target is listed, none hidden behind "+k more"
+    texts = " ".join(t.get_text() for t in ax.texts)
+    assert all(g in texts for g in many) and "more" not in texts
 
 
 def test_causal_graph_threshold_and_spring(small):
@@ -176,15 +218,33 @@ def test_training_curves(small, tmp_path):
     out = tmp_path / "curves.png"
     fig = pl.training_curves(model, save=out)
     assert [ax.get_title() for ax in fig.axes] == [
-        "loss_train",
-        "mmd_train",
-        "mse_train",
-        "kl_train",
+        "Total loss (train)",
+        "MMD (train)",
+        "Reconstruction MSE (train)",
+        "KL divergence (train)",
     ]
+    assert [ax.get_ylabel() for ax in fig.axes] == [
+        "Total loss",
+        "MMD",
+        "Reconstruction MSE",
+        "KL divergence",
+    ]
+    assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
     assert all(len(ax.lines[0].get_xdata()) == 3 for ax in fig.axes)
+    assert model.best_epoch_ is None and all(ax.get_legend() is None for ax in fig.axes)
     assert out.exists()
     fig = pl.training_curves(model, keys=["alpha", "beta", "tau"], ncols=2)
     assert len([ax for ax in fig.axes if ax.get_visible()]) == 3
+    assert fig.axes[0].get_title() == "alpha (MMD weight)"
+
+
+def test_training_curves_best_epoch_in_legend(small, monkeypatch):
+    model, _ = small
+    monkeypatch.setattr(model, "best_epoch_", 1)
+    fig = pl.training_curves(model, keys=["mmd_train"])
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "best epoch (1)"]
+    assert list(ax.lines[1].get_xdata()) == [1, 1]
     with pytest.raises(ValueError, match="No history for"):
         pl.training_curves(model, keys=["nope"])
 

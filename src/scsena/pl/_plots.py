@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.transforms import offset_copy
 
 from scsena import gene_sets as gs
 from scsena._constants import REGISTRY_KEYS
@@ -102,6 +101,18 @@ def _term_labels(model: SENAVAE, ids: Sequence[str], how: str, width: int) -> li
     raise ValueError(f"term_labels must be 'name', 'id' or 'both', got {how!r}.")
 
 
+def _wrapped_term_labels(model: SENAVAE, ids: Sequence[str], how: str, width: int) -> list[str]:
+    """Term labels wrapped at ``width`` characters (full names, never truncated)."""
+    names = dict(zip(model.term_ids_, model.term_names_))
+    if how == "id":
+        return list(ids)
+    if how == "name":
+        return [_wrap(names.get(t, t) or t, width) for t in ids]
+    if how == "both":
+        return [_wrap(f"{names.get(t, t) or t} ({t})", width) for t in ids]
+    raise ValueError(f"term_labels must be 'name', 'id' or 'both', got {how!r}.")
+
+
 def _affected(model: SENAVAE, perturbation: str, gene_sets) -> set[str]:
     """BPs whose gene set contains a target of ``perturbation`` (as the activation test)."""
     targets = sorted(_canonical(perturbation, model.delimiter_))
@@ -178,7 +189,7 @@ def pathway_activity(
     term_labels
         Label BPs by ``"name"``, ``"id"`` or ``"both"``.
     label_width
-        Truncate BP names to this many characters.
+        Wrap BP names at this many characters (never truncated).
     cmap
         Colour map (default ``"viridis"``, or ``"RdBu_r"`` relative to control).
     ax, save, show
@@ -186,7 +197,8 @@ def pathway_activity(
 
     Returns
     -------
-    The Axes; its image (``ax.images[0]``) holds the ``groups x terms`` matrix.
+    The Axes; its image (``ax.images[0]``) holds the ``groups x terms`` matrix, the
+    title says what the colour shows.
     """
     rna = _rna(model, adata)
     act = model.pathway_activity_anndata(rna)
@@ -238,14 +250,25 @@ def pathway_activity(
         vmin = vmax = None
         cmap = cmap or "viridis"
         cbar_label = "mean activity" + (" (scaled)" if standard_scale else "")
-    ax = _axes(ax, (0.3 * len(ids) + 3, 0.3 * len(order) + 2.5))
+    xlabels = _wrapped_term_labels(model, ids, term_labels, label_width)
+    n_lines = max(lab.count("\n") + 1 for lab in xlabels)
+    ax = _axes(ax, (0.22 * n_lines * len(ids) + 3, 0.3 * len(order) + 0.08 * label_width + 2))
     im = ax.imshow(mat, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_xticks(np.arange(len(ids)))
-    ax.set_xticklabels(_term_labels(model, ids, term_labels, label_width), rotation=90)
+    ax.set_xticklabels(xlabels, rotation=90, fontsize=8, linespacing=1.0)
     ax.set_yticks(np.arange(len(order)))
     ax.set_yticklabels(order)
     ax.set_xlabel("biological process")
     ax.set_ylabel("perturbation" if groupby is None else groupby)
+    if relative_to_control:
+        title = "BP activity per perturbation, minus control"
+    else:
+        title = "Mean BP activity per perturbation" + (
+            {"var": " (each BP scaled to [0, 1])", "group": " (each row scaled to [0, 1])"}.get(
+                standard_scale or "", ""
+            )
+        )
+    ax.set_title(title)
     ax.figure.colorbar(im, ax=ax, label=cbar_label, shrink=0.6)
     _finish(ax.figure, save, show)
     return ax
@@ -513,10 +536,72 @@ def differential_activity(
 
 # ------------------------------------------------------------- causal graph
 def _layered_layout(graph: nx.DiGraph) -> dict:
-    for layer, nodes in enumerate(nx.topological_generations(graph)):
-        for node in nodes:
-            graph.nodes[node]["layer"] = layer
-    return nx.multipartite_layout(graph, subset_key="layer", align="vertical")
+    """Columns by longest-path depth (edges flow left to right); isolated factors in a row below.
+
+    A factor's column is the length of the longest directed path ending at it, so
+    every edge goes to a column further right; within a column, factors are ordered
+    by the mean height of their parents. Factors without edges get a row of their own
+    under the graph.
+    """
+    if not nx.is_directed_acyclic_graph(graph):
+        raise ValueError("The graph has a cycle: use layout='spring' to draw it.")
+    isolated = [v for v in graph if graph.degree(v) == 0]
+    depth: dict = {}
+    for v in nx.topological_sort(graph):
+        if v in isolated:
+            continue
+        depth[v] = max((depth[u] + 1 for u in graph.predecessors(v)), default=0)
+        graph.nodes[v]["layer"] = depth[v]
+    pos: dict = {}
+    for layer in range(max(depth.values(), default=-1) + 1):
+        nodes = [v for v in depth if depth[v] == layer]
+        bary = {
+            v: np.mean([pos[u][1] for u in graph.predecessors(v)]) if layer else 0.0
+            for v in nodes
+        }
+        nodes.sort(key=lambda v: (-bary[v], str(v)))
+        for i, v in enumerate(nodes):
+            pos[v] = np.array([float(layer), (len(nodes) - 1) / 2 - i])
+    bottom = min((p[1] for p in pos.values()), default=0.0) - (1.2 if pos else 0.0)
+    for i, v in enumerate(isolated):
+        graph.nodes[v]["layer"] = None
+        pos[v] = np.array([float(i), bottom])
+    return pos
+
+
+def _edge_rad(pos: dict, u, v, clearance: float) -> float:
+    """Curvature (matplotlib ``arc3`` rad) of the edge ``u -> v`` that passes no other node.
+
+    Tries a straight line, then arcs bending more and more to either side; the
+    path is the quadratic Bezier curve ``arc3`` draws (exact with equal axis scales).
+    """
+    p0, p2 = np.asarray(pos[u], float), np.asarray(pos[v], float)
+    others = np.array([p for w, p in pos.items() if w not in (u, v)], dtype=float)
+    if not len(others):
+        return 0.0
+    t = np.linspace(0.05, 0.95, 60)[:, None]
+    d = p2 - p0
+    for rad in (0.0, 0.2, -0.2, 0.35, -0.35, 0.5, -0.5, 0.7, -0.7, 0.9, -0.9):
+        ctrl = (p0 + p2) / 2 + rad * np.array([d[1], -d[0]])
+        curve = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * ctrl + t**2 * p2
+        gap = np.linalg.norm(curve[:, None, :] - others[None, :, :], axis=2).min()
+        if gap > clearance:
+            return rad
+    return 0.9
+
+
+def _targets_table(graph: nx.DiGraph, width: int) -> str:
+    """One line (wrapped at ``width``) per perturbed factor: ``z3: A, B, C``."""
+    rows = []
+    for v in graph:
+        ts = graph.nodes[v]["targets"]
+        if ts:
+            rows.append(
+                textwrap.fill(
+                    ", ".join(ts), width=width, initial_indent=f"{v}: ", subsequent_indent="    "
+                )
+            )
+    return "\n".join(rows)
 
 
 def causal_graph(
@@ -527,7 +612,7 @@ def causal_graph(
     temperature: float = 1000.0,
     layout: Literal["layered", "spring"] = "layered",
     hide_isolated: bool = False,
-    max_targets_per_node: int = 3,
+    targets_width: int = 40,
     node_size: float = 600,
     colors: tuple[str, str] = ("tab:red", "tab:blue"),
     seed: int = 0,
@@ -539,7 +624,7 @@ def causal_graph(
     Edges come from :meth:`~scsena.SENAVAE.get_causal_graph` (``|weight| >=
     threshold``); their colour gives the sign, their width ``|weight|``. Factors that
     perturbations act on (:meth:`~scsena.SENAVAE.get_intervention_targets`) are
-    highlighted and labelled with those targets.
+    highlighted; a table beside the graph lists every target acting on each factor.
 
     Parameters
     ----------
@@ -550,16 +635,19 @@ def causal_graph(
     ax
         Axes to draw into.
     label_targets
-        Add the targets mapped to each factor to its label.
+        List the targets mapped to each factor beside the graph (all of them,
+        wrapped).
     temperature
         Temperature of the perturbation -> factor assignment (reference 1000).
     layout
-        ``"layered"``: factors in columns by topological generation, edges flowing
-        left to right; ``"spring"``: force-directed.
+        ``"layered"``: factors in columns by DAG order (a factor's column is the
+        length of the longest path ending at it, so edges flow left to right), edges
+        bent around the factors they would cross, factors without edges in a row of
+        their own below; ``"spring"``: force-directed.
     hide_isolated
         Leave out factors without edges and targets.
-    max_targets_per_node
-        List at most this many targets under a factor (then ``+k more``).
+    targets_width
+        Wrap each factor's line of the target table at this many characters.
     node_size
         Marker area of the factors.
     colors
@@ -572,7 +660,8 @@ def causal_graph(
     Returns
     -------
     The Axes; the graph itself is in ``ax.scsena_graph`` (a
-    :class:`networkx.DiGraph` with ``weight`` on edges and ``targets`` on nodes).
+    :class:`networkx.DiGraph` with ``weight`` on edges and ``targets`` on nodes) and
+    the node positions in ``ax.scsena_pos``.
     """
     edges = model.get_causal_graph(threshold=threshold)
     targets = model.get_intervention_targets(temperature=temperature)
@@ -595,8 +684,15 @@ def causal_graph(
         pos = nx.spring_layout(graph, seed=seed) if len(graph) else {}
     else:
         raise ValueError(f"layout must be 'layered' or 'spring', got {layout!r}.")
-    size = max(4.0, 1.2 * np.sqrt(max(len(graph), 1)) + 3)
-    ax = _axes(ax, (size * 1.3, size))
+    if pos:
+        xy = np.array(list(pos.values()))
+        span_x, span_y = np.ptp(xy[:, 0]) + 1, np.ptp(xy[:, 1]) + 1
+    else:
+        span_x = span_y = 1.0
+    scale = 0.9 if layout == "layered" else 4.0 / max(span_x, span_y)
+    table = _targets_table(graph, targets_width) if label_targets else ""
+    table_w = 0.075 * min(targets_width + 6, max((len(x) for x in table.split("\n")), default=0))
+    ax = _axes(ax, (max(3.0, scale * span_x + 1) + table_w, max(3.0, scale * span_y + 1.2)))
     nodes = list(graph)
     has_t = [bool(graph.nodes[v]["targets"]) for v in nodes]
     nx.draw_networkx_nodes(
@@ -612,56 +708,55 @@ def causal_graph(
     edge_list = list(graph.edges(data="weight"))
     if edge_list:
         wmax = max(abs(w) for *_, w in edge_list)
-        nx.draw_networkx_edges(
-            graph,
-            pos,
-            edgelist=[(u, v) for u, v, _ in edge_list],
-            edge_color=[colors[0] if w > 0 else colors[1] for *_, w in edge_list],
-            width=[0.5 + 3.0 * abs(w) / wmax for *_, w in edge_list],
-            arrows=True,
-            arrowstyle="-|>",
-            arrowsize=12,
-            node_size=node_size,
-            connectionstyle="arc3,rad=0.1",
-            ax=ax,
-        )
-    nx.draw_networkx_labels(graph, pos, labels={v: v for v in nodes}, font_size=8, ax=ax)
-    if label_targets:
-        below = offset_copy(
-            ax.transData, fig=ax.figure, y=-0.6 * np.sqrt(node_size) - 2, units="points"
-        )
-        for v in nodes:
-            ts = graph.nodes[v]["targets"]
-            if not ts:
-                continue
-            extra = len(ts) - max_targets_per_node
-            text = "\n".join(ts[:max_targets_per_node]) + (f"\n+{extra} more" if extra > 0 else "")
-            x, y = pos[v]
-            ax.text(
-                x,
-                y,
-                text,
-                transform=below,
-                ha="center",
-                va="top",
-                fontsize=7,
-                color="#7f2704",
-                bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 0.5},
+        by_rad: dict[float, list] = {}
+        for u, v, w in edge_list:
+            rad = _edge_rad(pos, u, v, 0.3) if layout == "layered" else 0.1
+            by_rad.setdefault(rad, []).append((u, v, w))
+        for rad, group in by_rad.items():
+            nx.draw_networkx_edges(
+                graph,
+                pos,
+                edgelist=[(u, v) for u, v, _ in group],
+                edge_color=[colors[0] if w > 0 else colors[1] for *_, w in group],
+                width=[0.5 + 3.0 * abs(w) / wmax for *_, w in group],
+                arrows=True,
+                arrowstyle="-|>",
+                arrowsize=12,
+                node_size=node_size,
+                connectionstyle=f"arc3,rad={rad}",
+                ax=ax,
             )
+    nx.draw_networkx_labels(graph, pos, labels={v: v for v in nodes}, font_size=8, ax=ax)
+    if table:
+        ax.text(
+            1.02,
+            1.0,
+            "targets acting on each factor\n" + table,
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=7,
+            family="monospace",
+            color="#7f2704",
+        )
     ax.legend(
         handles=[
             Line2D([], [], color=colors[0], label="positive edge"),
             Line2D([], [], color=colors[1], label="negative edge"),
             Line2D([], [], marker="o", ls="", mfc="#fdd49e", mec="black", label="perturbed factor"),
         ],
-        loc="best",
+        loc="lower left" if table else "upper left",
+        bbox_to_anchor=(1.02, 0.0) if table else (1.0, 1.0),
         frameon=False,
         fontsize=8,
     )
+    if layout == "layered":
+        ax.set_aspect("equal", adjustable="datalim")
     ax.margins(x=0.12, y=0.15)
     ax.set_title(f"Latent DAG (|weight| >= {threshold:g})")
     ax.set_axis_off()
     ax.scsena_graph = graph
+    ax.scsena_pos = pos
     _finish(ax.figure, save, show)
     return ax
 
@@ -825,6 +920,34 @@ def predicted_vs_real(
 
 
 # --------------------------------------------------------- training curves
+#: Readable names of the history keys (without their ``_train``/``_validation`` suffix).
+_QUANTITIES = {
+    "loss": "Total loss",
+    "mmd": "MMD",
+    "mse": "Reconstruction MSE",
+    "kl": "KL divergence",
+    "l1": "L1 penalty (DAG)",
+    "mean_shift": "Mean-shift loss",
+    "balance": "Balance penalty",
+    "alpha": "alpha (MMD weight)",
+    "beta": "beta (KL weight)",
+    "tau": "tau (temperature)",
+    "distinct_factors": "Distinct factors",
+    "assignment_entropy": "Assignment entropy",
+}
+
+
+def _curve_names(key: str) -> tuple[str, str]:
+    """Panel title and y label of a history key: ``mmd_train`` -> ``("MMD (train)", "MMD")``."""
+    for suffix in ("train", "validation"):
+        if key.endswith(f"_{suffix}"):
+            base = key[: -len(suffix) - 1]
+            quantity = _QUANTITIES.get(base, base.replace("_", " "))
+            return f"{quantity} ({suffix})", quantity
+    quantity = _QUANTITIES.get(key, key.replace("_", " "))
+    return quantity, quantity
+
+
 def training_curves(
     model: SENAVAE,
     keys: Sequence[str] = ("loss_train", "mmd_train", "mse_train", "kl_train"),
@@ -839,7 +962,8 @@ def training_curves(
 
     The matching ``*_validation`` curve is drawn too when it was logged
     (``train(validate_on_test=True)``); the epoch kept by best-epoch selection is
-    marked.
+    marked (a dashed line, named in the panel's legend). Panels are titled with the
+    quantity's name (``mmd_train``: "MMD (train)"), the y axis with the quantity.
 
     Parameters
     ----------
@@ -853,7 +977,8 @@ def training_curves(
     log_y
         Logarithmic y axes.
     mark_best_epoch
-        Draw a dashed line at ``model.best_epoch_``.
+        Draw a dashed line at ``model.best_epoch_`` (when best-epoch selection
+        kept an epoch).
     figsize
         Figure size (default from the number of panels).
     save, show
@@ -892,13 +1017,16 @@ def training_curves(
         if val_key != key and val_key in history:
             v = history[val_key]
             ax.plot(v.index.to_numpy(), v.iloc[:, 0].to_numpy(dtype=float), label="validation")
-            ax.legend(frameon=False, fontsize=8)
         if mark_best_epoch and best is not None:
-            ax.axvline(best, color="gray", ls="--", lw=0.8)
+            ax.axvline(best, color="gray", ls="--", lw=0.8, label=f"best epoch ({best})")
+        if len(ax.lines) > 1:
+            ax.legend(frameon=False, fontsize=8)
         if log_y:
             ax.set_yscale("log")
-        ax.set_title(key)
+        title, quantity = _curve_names(key)
+        ax.set_title(title)
         ax.set_xlabel("epoch")
+        ax.set_ylabel(quantity + (" (log scale)" if log_y else ""))
     for ax in axes.ravel()[len(keys) :]:
         ax.set_visible(False)
     fig.tight_layout()
