@@ -112,8 +112,9 @@ def test_help_gives_every_option_a_text_and_its_default(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("Perturbation-pure batch size (default: 32)", "(default: 'guide_ids')",
-                  "Training epochs (default: 100)", "(default: True)"):
+    for shown in ("Perturbation-pure batch size (default: the preset's, 32)",
+                  "(default: 'guide_ids')", "Training epochs (default: the preset's, 100)",
+                  "(default: True)"):
         assert shown in text
     assert "(default: None)" not in text
 

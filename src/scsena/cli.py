@@ -242,6 +242,7 @@ def _train(args: argparse.Namespace) -> int:
     import json
 
     import scsena
+    from scsena._presets import TRAIN_PRESETS
 
     _refuse_existing_run(args)
     adata = _load_data(args)
@@ -268,8 +269,9 @@ def _train(args: argparse.Namespace) -> int:
         )
         run_dir = os.path.join(args.save_dir, f"seed{seed}")
         t = time.perf_counter()
+        epochs = args.epochs or TRAIN_PRESETS[args.preset]["max_epochs"]
         print(
-            f"[train] seed {seed} ({i + 1}/{len(args.seeds)}): {args.epochs} epochs on "
+            f"[train] seed {seed} ({i + 1}/{len(args.seeds)}): {epochs} epochs on "
             f"{int((adata.obs['scsena_fold'] == 'train').sum())} training cells ..."
         )
         model.train(
@@ -296,7 +298,7 @@ def _train(args: argparse.Namespace) -> int:
                 os.path.join(run_dir, "history.tsv"), sep="\t"
             )
         print(
-            f"[train] seed {seed} done: {args.epochs} epochs in {time.perf_counter() - t:.1f} s "
+            f"[train] seed {seed} done: {epochs} epochs in {time.perf_counter() - t:.1f} s "
             f"-> {run_dir}"
         )
     _print_next_steps(args.save_dir)
@@ -518,9 +520,7 @@ def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     same = "" if required else " (default: as in training)"
     p.add_argument("--sim-cells", type=int, default=d(3000), help="Simulated cells" + same)
     p.add_argument("--sim-genes", type=int, default=d(1000), help="Simulated genes" + same)
-    p.add_argument(
-        "--sim-targets", type=int, default=d(20), help="Simulated single targets" + same
-    )
+    p.add_argument("--sim-targets", type=int, default=d(20), help="Simulated single targets" + same)
     p.add_argument(
         "--sim-doubles", type=int, default=d(10), help="Simulated double perturbations" + same
     )
@@ -574,6 +574,17 @@ _OUT_HELP = (
     "Directory to write into (every scsena command: train's run directory; evaluate and "
     "activity write seedN/... there)"
 )
+
+
+def _preset(name: str) -> str:
+    """``(default: the preset's, V)`` or ``(default: the preset's: scsena V1, reference V2)``."""
+    from scsena._presets import MODULE_PRESETS, TRAIN_PRESETS
+
+    table = TRAIN_PRESETS if name in TRAIN_PRESETS["scsena"] else MODULE_PRESETS
+    values = {p: table[p][name] for p in ("scsena", "reference")}
+    if values["scsena"] == values["reference"]:
+        return f"(default: the preset's, {values['scsena']:g})"
+    return f"(default: the preset's: scsena {values['scsena']}, reference {values['reference']})"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -632,9 +643,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--control-value", default="", help="Label of control cells (pertpy: 'control')"
     )
-    train.add_argument(
-        "--delimiter", default=",", help="Separator of double labels (pertpy: '+')"
-    )
+    train.add_argument("--delimiter", default=",", help="Separator of double labels (pertpy: '+')")
     train.add_argument(
         "--layer", default=None, help="Layer of log-normalised expression (default: X)"
     )
@@ -666,16 +675,24 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--sena-lambda", type=float, default=0.0, help="Weight of genes outside each gene set"
     )
-    train.add_argument("--mmd-sigma", type=float, default=200.0, help="MMD kernel bandwidth")
-    train.add_argument("--lambda-l1", type=float, default=0.1, help="L1 weight on the DAG")
-    train.add_argument("--alpha-max", type=float, default=1.0, help="Final MMD weight")
-    train.add_argument("--beta-max", type=float, default=1.0, help="Final KL weight")
-    train.add_argument("--tau-max", type=float, default=100.0, help="Final temperature")
-    train.add_argument("--epochs", type=_positive_int, default=100, help="Training epochs")
     train.add_argument(
-        "--batch-size", type=_positive_int, default=32, help="Perturbation-pure batch size"
+        "--mmd-sigma", type=float, help=f"MMD kernel bandwidth {_preset('mmd_sigma')}"
     )
-    train.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    train.add_argument(
+        "--lambda-l1", type=float, help=f"L1 weight on the DAG {_preset('lambda_l1')}"
+    )
+    train.add_argument("--alpha-max", type=float, help=f"Final MMD weight {_preset('alpha_max')}")
+    train.add_argument("--beta-max", type=float, help=f"Final KL weight {_preset('beta_max')}")
+    train.add_argument("--tau-max", type=float, help=f"Final temperature {_preset('tau_max')}")
+    train.add_argument(
+        "--epochs", type=_positive_int, help=f"Training epochs {_preset('max_epochs')}"
+    )
+    train.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help=f"Perturbation-pure batch size {_preset('batch_size')}",
+    )
+    train.add_argument("--lr", type=float, help=f"Adam learning rate {_preset('lr')}")
     train.add_argument(
         "--grad-clip",
         type=float,

@@ -21,6 +21,7 @@ from scsena._constants import (
     REGISTRY_KEYS,
 )
 from scsena._mudata import rna_modality
+from scsena._presets import MODULE_PRESETS, TRAIN_PRESETS, check_preset, resolve
 from scsena._validation import check_expression, warn_constant_genes
 from scsena.dataloaders import PerturbationDataSplitter, assign_folds, resolve_heldout
 from scsena.module import SENAModule
@@ -32,7 +33,6 @@ from ._fields import GeneSetMaskField, PerturbationField, mask_from_state, targe
 from ._interpretation import InterpretationMixin
 from ._persistence import SaveLoadMixin
 from ._prediction import PredictionMixin
-from ._presets import MODULE_PRESETS, TRAIN_PRESETS, check_preset, resolve
 from ._training import TrainingMixin
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}

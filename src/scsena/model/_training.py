@@ -23,6 +23,7 @@ from scsena._constants import (
     FOLD_TRAIN,
     TENSORS,
 )
+from scsena._presets import TRAIN_PRESETS, resolve
 from scsena._runtime import training_run
 from scsena.train import (
     EpochCheckpoint,
@@ -30,8 +31,6 @@ from scsena.train import (
     make_loader,
     progress_callbacks,
 )
-
-from ._presets import TRAIN_PRESETS, resolve
 
 logger = logging.getLogger(__name__)
 
