@@ -40,3 +40,21 @@ def trained(_sim):
     before = model.get_fold_losses("double")
     model.train(**TRAIN_KW)
     return model, adata, before
+
+
+@pytest.fixture(autouse=True)
+def _nothing_written_to_cwd():
+    """No test may create a file in the current directory."""
+    before = set(os.listdir())
+    yield
+    assert set(os.listdir()) == before, "a test wrote into the current directory"
+
+
+class Payload:
+    """Unpickling this creates ``path``: stands for any code a pickle can run."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (exec, (f"open({self.path!r}, 'w').close()",))

@@ -1,7 +1,6 @@
 """Command line: demo, train -> evaluate -> activity, MLflow tracking."""
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 import scsena
+from conftest import Payload
 from scsena.cli import main
 
 SIM = [
@@ -72,8 +72,12 @@ def test_demo_trains_and_predicts(capsys):
     )
     captured = capsys.readouterr()
     out = captured.out
-    for key in ("[train] 4 epochs", "[eval] unseen doubles", "[predict] unseen double",
-                "[interpret]"):
+    for key in (
+        "[train] 4 epochs",
+        "[eval] unseen doubles",
+        "[predict] unseen double",
+        "[interpret]",
+    ):
         assert key in out
     # every model figure is printed beside the control and additive baselines
     table = {
@@ -86,7 +90,10 @@ def test_demo_trains_and_predicts(capsys):
     )
     # progress is on: one line per epoch (pytest's stderr is not a terminal)
     assert [ln.split()[1] for ln in captured.err.splitlines() if ln.startswith("epoch ")] == [
-        "1/4", "2/4", "3/4", "4/4"
+        "1/4",
+        "2/4",
+        "3/4",
+        "4/4",
     ]
 
 
@@ -112,9 +119,12 @@ def test_help_gives_every_option_a_text_and_its_default(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for shown in ("Perturbation-pure batch size (default: the preset's, 32)",
-                  "(default: 'guide_ids')", "Training epochs (default: the preset's, 100)",
-                  "(default: True)"):
+    for shown in (
+        "Perturbation-pure batch size (default: the preset's, 32)",
+        "(default: 'guide_ids')",
+        "Training epochs (default: the preset's, 100)",
+        "(default: True)",
+    ):
         assert shown in text
     assert "(default: None)" not in text
 
@@ -191,7 +201,7 @@ def test_train_evaluate_activity_with_mlflow(tmp_path, capsys):
 
 def _wrote(printed: str) -> set[str]:
     """The files a command said it wrote."""
-    return {ln[len("[wrote] "):] for ln in printed.splitlines() if ln.startswith("[wrote] ")}
+    return {ln[len("[wrote] ") :] for ln in printed.splitlines() if ln.startswith("[wrote] ")}
 
 
 def test_evaluate_without_runs_is_a_clear_error(tmp_path):
@@ -232,27 +242,12 @@ def small_run(_small_run, tmp_path):
     return Path(shutil.copytree(_small_run, tmp_path / "run"))
 
 
-@pytest.fixture
-def no_cwd_writes():
-    before = set(os.listdir())
-    yield
-    assert set(os.listdir()) == before
-
-
-class _Payload:
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.path!r}, 'w').close()",))
-
-
 @pytest.mark.parametrize("command", ["evaluate", "activity"])
-def test_cli_refuses_malicious_model(small_run, tmp_path, command, no_cwd_writes):
+def test_cli_refuses_malicious_model(small_run, tmp_path, command):
     file = small_run / "seed0" / "model" / "model.pt"
     saved = torch.load(file, weights_only=True)
     marker = tmp_path / "payload-ran"
-    saved["extra"] = _Payload(marker)
+    saved["extra"] = Payload(marker)
     torch.save(saved, file)
     with pytest.raises(SystemExit, match="Refusing to load .*--trusted") as err:
         main([command, "--model-dir", str(small_run)])
@@ -260,7 +255,7 @@ def test_cli_refuses_malicious_model(small_run, tmp_path, command, no_cwd_writes
     assert not marker.exists()
 
 
-def test_cli_config_cannot_redirect_writes(small_run, tmp_path, no_cwd_writes):
+def test_cli_config_cannot_redirect_writes(small_run, tmp_path):
     config_file = small_run / "config.json"
     config = json.loads(config_file.read_text())
     elsewhere = tmp_path / "elsewhere"
@@ -277,7 +272,7 @@ def test_cli_config_cannot_redirect_writes(small_run, tmp_path, no_cwd_writes):
     assert not elsewhere.exists()
 
 
-def test_cli_corrupt_data_is_one_line_error(tmp_path, no_cwd_writes):
+def test_cli_corrupt_data_is_one_line_error(tmp_path):
     data = tmp_path / "data.h5ad"
     data.write_text("gene,cell\nA,1\n")
     with pytest.raises(SystemExit, match="could not be read") as err:
@@ -286,14 +281,14 @@ def test_cli_corrupt_data_is_one_line_error(tmp_path, no_cwd_writes):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_rerun_refuses_before_training(small_run, no_cwd_writes):
+def test_cli_rerun_refuses_before_training(small_run):
     before = {p: p.read_bytes() for p in small_run.rglob("*") if p.is_file()}
     with pytest.raises(SystemExit, match="already holds a run.*--overwrite"):
         main(["train", *SMALL, "--epochs", "1", "--lr", "0.5", "--save-dir", str(small_run)])
     assert {p: p.read_bytes() for p in small_run.rglob("*") if p.is_file()} == before
 
 
-def test_cli_out_is_a_directory_in_every_command(small_run, tmp_path, no_cwd_writes):
+def test_cli_out_is_a_directory_in_every_command(small_run, tmp_path):
     out = tmp_path / "act_out"
     assert main(["activity", "--model-dir", str(small_run), "--out", str(out)]) == 0
     bp = ad.read_h5ad(out / "seed0" / "activity.h5ad")
@@ -319,7 +314,7 @@ def test_cli_refuses_zero_epochs(tmp_path, capsys, command):
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_shows_scsena_warnings(small_run, tmp_path, no_cwd_writes):
+def test_cli_shows_scsena_warnings(small_run, tmp_path):
     meta = small_run / "seed0" / "model" / "scsena.json"
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "scsena": "0.0.1"}))
     with pytest.warns(UserWarning, match="Model saved with scsena 0.0.1"):
@@ -331,11 +326,20 @@ def test_cli_shows_scsena_warnings(small_run, tmp_path, no_cwd_writes):
     counts.X = np.round(counts.X * 20)
     counts.write_h5ad(tmp_path / "counts.h5ad")
     with pytest.warns(UserWarning, match="raw counts"):
-        main(["train", "--data", str(tmp_path / "counts.h5ad"), "--epochs", "1",
-              "--save-dir", str(tmp_path / "c")])
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "counts.h5ad"),
+                "--epochs",
+                "1",
+                "--save-dir",
+                str(tmp_path / "c"),
+            ]
+        )
 
 
-def test_cli_preset_reference_trains_the_published_model(tmp_path, no_cwd_writes):
+def test_cli_preset_reference_trains_the_published_model(tmp_path):
     save = tmp_path / "ref"
     args = ["train", *SMALL, "--epochs", "1", "--preset", "reference", "--save-dir", str(save)]
     assert main(args) == 0

@@ -16,6 +16,7 @@ import torch
 from scvi.model.base import BaseModelClass
 
 import scsena
+from conftest import Payload
 from scsena.model import _save_load
 from scsena.model._save_load import from_plain, to_plain
 
@@ -39,32 +40,14 @@ def _toy(seed=0):
     return adata
 
 
-@pytest.fixture(autouse=True)
-def _nothing_written_to_cwd():
-    """No test may create a file in the current directory."""
-    before = set(os.listdir())
-    yield
-    assert set(os.listdir()) == before
-
-
-class _Payload:
-    """Unpickling this creates ``path``: stands for any code a pickle can run."""
-
-    def __init__(self, path):
-        self.path = str(path)
-
-    def __reduce__(self):
-        return (exec, (f"open({self.path!r}, 'w').close()",))
-
-
 def _poison(model_dir: Path, marker: Path, where: str) -> None:
     """Add a payload to a saved model file, as someone sharing a model could."""
     file = model_dir / "model.pt"
     saved = torch.load(file, weights_only=True)
     if where == "top":
-        saved["extra"] = _Payload(marker)
+        saved["extra"] = Payload(marker)
     else:
-        saved["attr_dict"]["seed_"] = _Payload(marker)
+        saved["attr_dict"]["seed_"] = Payload(marker)
     torch.save(saved, file)
 
 
