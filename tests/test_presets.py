@@ -188,3 +188,4 @@ def test_default_beats_control_on_the_issue_data():
             assert table.loc["sena", metric] < table.loc["control", metric], (fold, metric)
         additive = table.loc["additive", "pearson_delta_de"]
         assert table.loc["sena", "pearson_delta_de"] >= 0.8 * additive, fold
+

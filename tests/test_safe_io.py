@@ -254,3 +254,8 @@ def test_save_follows_the_umask(tmp_path):
     assert stat.S_IMODE((tmp_path / "m").stat().st_mode) == 0o755
     for f in (tmp_path / "m").iterdir():
         assert stat.S_IMODE(f.stat().st_mode) == 0o644, f.name
+
+
+def test_convert_legacy_save_refused_with_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="trusted=True"):
+        scsena.SENAVAE.convert_legacy_save(str(tmp_path), str(tmp_path / "out"))

@@ -60,7 +60,6 @@ def _read_meta(path: Path) -> dict:
     return meta
 
 
-
 class SaveLoadMixin:
     """Safe save and load of :class:`~scsena.SENAVAE` (no code runs on load)."""
 
@@ -248,8 +247,11 @@ class SaveLoadMixin:
 
     @classmethod
     def convert_legacy_save(cls, *args, **kwargs) -> None:
-        """Not supported: scsena has no scvi-tools < 0.15 files; see :meth:`load` ``trusted``."""
-        raise NotImplementedError(
+        """Refused: scsena has no scvi-tools < 0.15 files; see :meth:`load` ``trusted``.
+
+        scvi-tools' converter would unpickle the file without restriction.
+        """
+        raise ValueError(
             "SENAVAE has no scvi-tools < 0.15 model files to convert. Load a model of an "
             "older scsena with SENAVAE.load(dir_path, trusted=True) and save it again."
         )

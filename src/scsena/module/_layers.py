@@ -5,6 +5,7 @@ The gene-set masked layer, the intervention encoders and the causal (DAG) layer.
 
 from __future__ import annotations
 
+import abc
 import math
 
 import numpy as np
@@ -154,7 +155,7 @@ class MaskedLinear(nn.Module):
         )
 
 
-class _InterventionBase(nn.Module):
+class _InterventionBase(nn.Module, abc.ABC):
     """Shared part of the intervention encoders: strengths and the slot layout.
 
     Subclasses define :meth:`logits`, the unnormalised assignment of each target to
@@ -165,9 +166,9 @@ class _InterventionBase(nn.Module):
         # registered after the subclass's own parameters (the reference's order)
         self.shift = nn.Parameter(torch.ones(n_targets))
 
-    def logits(self, index: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    @abc.abstractmethod
+    def logits(self, index: torch.Tensor) -> torch.Tensor:
         """Assignment logits ``(B, Z)`` of target indices ``index`` (``(B,)`` long)."""
-        raise NotImplementedError
 
     def assignment(self, index: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """``bc = softmax(tau * logits)`` for target indices ``index`` (``(B,)`` long, ``>= 0``)."""

@@ -26,15 +26,6 @@ if TYPE_CHECKING:
 
     from scsena.model import SENAVAE
 
-__all__ = [
-    "causal_graph",
-    "differential_activity",
-    "pathway_activity",
-    "predicted_vs_real",
-    "top_bps",
-    "training_curves",
-]
-
 #: Label used for control cells in plots (their raw label is often the empty string).
 _CONTROL_LABEL = "control"
 
@@ -90,26 +81,16 @@ def _order_groups(groups: Sequence[str], delimiter: str) -> list[str]:
     return sorted(groups, key=key)
 
 
-def _term_labels(model: SENAVAE, ids: Sequence[str], how: str, width: int) -> list[str]:
+def _term_labels(model: SENAVAE, ids: Sequence[str], how: str, width: int, fit=None) -> list[str]:
+    """Term labels as ``how`` says; names fitted to ``width`` by ``fit`` (default: cut)."""
+    fit = _short if fit is None else fit
     names = dict(zip(model.term_ids_, model.term_names_))
     if how == "id":
         return list(ids)
     if how == "name":
-        return [_short(names.get(t, t) or t, width) for t in ids]
+        return [fit(names.get(t, t) or t, width) for t in ids]
     if how == "both":
-        return [f"{_short(names.get(t, t) or t, width)} ({t})" for t in ids]
-    raise ValueError(f"term_labels must be 'name', 'id' or 'both', got {how!r}.")
-
-
-def _wrapped_term_labels(model: SENAVAE, ids: Sequence[str], how: str, width: int) -> list[str]:
-    """Term labels wrapped at ``width`` characters (full names, never truncated)."""
-    names = dict(zip(model.term_ids_, model.term_names_))
-    if how == "id":
-        return list(ids)
-    if how == "name":
-        return [_wrap(names.get(t, t) or t, width) for t in ids]
-    if how == "both":
-        return [_wrap(f"{names.get(t, t) or t} ({t})", width) for t in ids]
+        return [f"{fit(names.get(t, t) or t, width)} ({t})" for t in ids]
     raise ValueError(f"term_labels must be 'name', 'id' or 'both', got {how!r}.")
 
 
@@ -250,7 +231,7 @@ def pathway_activity(
         vmin = vmax = None
         cmap = cmap or "viridis"
         cbar_label = "mean activity" + (" (scaled)" if standard_scale else "")
-    xlabels = _wrapped_term_labels(model, ids, term_labels, label_width)
+    xlabels = _term_labels(model, ids, term_labels, label_width, fit=_wrap)  # never cut
     n_lines = max(lab.count("\n") + 1 for lab in xlabels)
     ax = _axes(ax, (0.22 * n_lines * len(ids) + 3, 0.3 * len(order) + 0.08 * label_width + 2))
     im = ax.imshow(mat, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
@@ -556,8 +537,7 @@ def _layered_layout(graph: nx.DiGraph) -> dict:
     for layer in range(max(depth.values(), default=-1) + 1):
         nodes = [v for v in depth if depth[v] == layer]
         bary = {
-            v: np.mean([pos[u][1] for u in graph.predecessors(v)]) if layer else 0.0
-            for v in nodes
+            v: np.mean([pos[u][1] for u in graph.predecessors(v)]) if layer else 0.0 for v in nodes
         }
         nodes.sort(key=lambda v: (-bary[v], str(v)))
         for i, v in enumerate(nodes):
