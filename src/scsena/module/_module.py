@@ -117,8 +117,9 @@ class SENAModule(BaseModuleClass):
         self.kl_reference_scaling = kl_reference_scaling
         if prediction not in ("direct", "residual"):
             raise ValueError(f"prediction must be 'direct' or 'residual', got {prediction!r}.")
-        if lambda_balance < 0 or lambda_mean < 0:
-            raise ValueError("lambda_balance and lambda_mean must be >= 0.")
+        for name, value in (("lambda_balance", lambda_balance), ("lambda_mean", lambda_mean)):
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0 (0 switches the term off), got {value}.")
         self.prediction = prediction
         self.lambda_balance = float(lambda_balance)
         self.lambda_mean = float(lambda_mean)
