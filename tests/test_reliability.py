@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 
 import scsena
 from conftest import TRAIN_KW
-from scsena._perturbations import encode_labels, normalise_labels, parse_perturbations
+from scsena.data import encode_labels, normalise_labels, parse_perturbations
 
 GENES = None
 

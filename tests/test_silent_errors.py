@@ -10,7 +10,7 @@ import pytest
 
 import scsena
 from conftest import TRAIN_KW
-from scsena._perturbations import encode_labels, parse_perturbations
+from scsena.data import encode_labels, parse_perturbations
 from test_reliability import _toy
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from scsena._constants import FOLD_CONTROL, FOLD_DOUBLE, FOLD_TEST, FOLD_TRAIN
-from scsena._perturbations import CANONICAL_DELIMITER
+from scsena.data import CANONICAL_DELIMITER
 from scsena.datasets import SIMULATION_UNS_KEY
 from scsena.metrics import assignment_recovery, perturbation_metrics, top_de_genes
 

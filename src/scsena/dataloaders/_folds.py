@@ -16,7 +16,7 @@ from scsena._constants import (
     FOLD_TRAIN,
     NORMAN_HELDOUT,
 )
-from scsena._perturbations import KIND_CONTROL, KIND_DOUBLE, KIND_SINGLE, ParsedPerturbations
+from scsena.data import KIND_CONTROL, KIND_DOUBLE, KIND_SINGLE, ParsedPerturbations
 
 FOLD_CATEGORIES = [FOLD_TRAIN, FOLD_TEST, FOLD_DOUBLE, FOLD_CONTROL, FOLD_EXCLUDED]
 

@@ -12,7 +12,7 @@ import torch
 from scvi.data import AnnDataManager
 
 from scsena._constants import ADATA_KEYS, FOLD_CONTROL, FOLD_TEST, FOLD_TRAIN, REGISTRY_KEYS
-from scsena._perturbations import ParsedPerturbations, parse_perturbations
+from scsena.data import ParsedPerturbations, parse_perturbations
 from scsena.train import (
     PairedPerturbationDataset,
     PerturbationDataModule,

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import sparse
 
 from scsena._constants import NORMAN_HELDOUT
-from scsena._perturbations import normalise_labels
+from scsena.data import normalise_labels
 
 from ._download import CPA_BINARIES_URL, NORMAN2019_MEMBER, fetch_tar_member
 

@@ -13,7 +13,7 @@ import torch
 
 from scsena import gene_sets as gs
 from scsena._constants import ADATA_KEYS, REGISTRY_KEYS
-from scsena._perturbations import KIND_CONTROL, normalise_labels
+from scsena.data import KIND_CONTROL, mask_from_state, normalise_labels
 from scsena.metrics import (
     activation_scores,
     affected_terms,
@@ -21,8 +21,6 @@ from scsena.metrics import (
     interpretability_metrics,
     rank_genes_groups_uns,
 )
-
-from ._fields import mask_from_state
 
 #: Control cells used to orient pathway activities (a seeded sample beyond).
 _ORIENT_MAX_CELLS = 20_000

@@ -20,16 +20,22 @@ from scsena._constants import (
     ADATA_KEYS,
     REGISTRY_KEYS,
 )
-from scsena._mudata import rna_modality
 from scsena._presets import MODULE_PRESETS, TRAIN_PRESETS, check_preset, resolve
-from scsena._validation import check_expression, warn_constant_genes
+from scsena.data import (
+    GeneSetMaskField,
+    PerturbationField,
+    check_expression,
+    mask_from_state,
+    rna_modality,
+    targets_from_state,
+    warn_constant_genes,
+)
 from scsena.dataloaders import PerturbationDataSplitter, assign_folds, resolve_heldout
 from scsena.module import SENAModule
 from scsena.train import (
     SENATrainingPlan,
 )
 
-from ._fields import GeneSetMaskField, PerturbationField, mask_from_state, targets_from_state
 from ._interpretation import InterpretationMixin
 from ._persistence import SaveLoadMixin
 from ._prediction import PredictionMixin
@@ -399,7 +405,7 @@ class SENAVAE(
         gene_sets, min_genes, mask_key, keep_terms, **kwargs
             As in :meth:`setup_anndata`.
         """
-        from scsena._mudata import GUIDE_LABEL_KEY, labels_from_guides
+        from scsena.data import GUIDE_LABEL_KEY, labels_from_guides
 
         if rna_mod not in mdata.mod:
             raise KeyError(

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from scvi.data import AnnDataManager
 
-from scsena._mudata import rna_modality
+from scsena.data import rna_modality
 
 from ._save_load import (
     ADATA_FILE,

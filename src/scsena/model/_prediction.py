@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from scsena._perturbations import (
+from scsena.data import (
     KIND_CONTROL,
     encode_labels,
 )

@@ -16,7 +16,7 @@ from matplotlib.patches import Patch
 
 from scsena import gene_sets as gs
 from scsena._constants import REGISTRY_KEYS
-from scsena._mudata import rna_modality
+from scsena.data import rna_modality
 from scsena.metrics import affected_terms
 
 if TYPE_CHECKING:

@@ -16,14 +16,15 @@ from scvi.data.fields import BaseAnnDataField
 from scvi.data.fields._uns_field import BaseUnsField
 
 from scsena._constants import REGISTRY_KEYS
-from scsena._perturbations import (
+from scsena.gene_sets import GeneSetMask
+
+from ._perturbations import (
     KIND_CONTROL,
     KIND_DOUBLE,
     KIND_OTHER,
     KIND_SINGLE,
     parse_perturbations,
 )
-from scsena.gene_sets import GeneSetMask
 
 
 def _obs_column(adata: AnnData, key: str):
