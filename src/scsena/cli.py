@@ -598,14 +598,22 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_HelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    kw = {"formatter_class": _HelpFormatter}
+    _add_demo_parser(sub)
+    _add_train_parser(sub)
+    _add_evaluate_parser(sub)
+    _add_activity_parser(sub)
+    return parser
+
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    """``scsena demo``: simulate, mask, train and score, writing no files."""
     demo = sub.add_parser(
         "demo",
         help="Simulate a screen, build the GO mask, train, predict an unseen double.",
         description="Simulate a screen with known ground truth, build the GO BP mask, train, "
         "and score the unseen doubles beside the control and additive baselines. "
         "Writes no files.",
-        **kw,
+        formatter_class=_HelpFormatter,
     )
     demo.add_argument("--n-cells", type=_positive_int, default=3000, help="Simulated cells.")
     demo.add_argument("--n-genes", type=_positive_int, default=1000, help="Simulated genes.")
@@ -623,12 +631,15 @@ def build_parser() -> argparse.ArgumentParser:
     _threads_arg(demo)
     demo.set_defaults(func=_demo)
 
+
+def _add_train_parser(sub: argparse._SubParsersAction) -> None:
+    """``scsena train``: data, setup, model, optimisation and run options."""
     train = sub.add_parser(
         "train",
         help="Train SENAVAE (one run per seed); writes config, models, folds.",
         description="Train one model per seed; writes DIR/config.json and DIR/seedN/ "
         "(model, folds.tsv).",
-        **kw,
+        formatter_class=_HelpFormatter,
     )
     _data_args(train)
     train.add_argument(
@@ -637,6 +648,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--overwrite", action="store_true", help="Replace a run already in --save-dir"
     )
+    _setup_args(train)
+    _model_args(train)
+    _optimisation_args(train)
+    _run_args(train)
+    _threads_arg(train)
+    train.set_defaults(func=_train)
+
+
+def _setup_args(train: argparse.ArgumentParser) -> None:
+    """How ``train`` registers the data (``SENAVAE.setup_anndata``'s arguments)."""
     train.add_argument(
         "--perturbation-key", default="guide_ids", help="obs column of perturbation labels"
     )
@@ -657,6 +678,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Gene-set ids kept whatever their size (e.g. GO:0060333).",
     )
+
+
+def _model_args(train: argparse.ArgumentParser) -> None:
+    """The model's architecture and loss options of ``train``."""
     train.add_argument(
         "--preset",
         choices=["scsena", "reference"],
@@ -681,6 +706,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--lambda-l1", type=float, help=f"L1 weight on the DAG {_preset('lambda_l1')}"
     )
+
+
+def _optimisation_args(train: argparse.ArgumentParser) -> None:
+    """Loss schedule, epochs, batches and optimiser options of ``train``."""
     train.add_argument("--alpha-max", type=float, help=f"Final MMD weight {_preset('alpha_max')}")
     train.add_argument("--beta-max", type=float, help=f"Final KL weight {_preset('beta_max')}")
     train.add_argument("--tau-max", type=float, help=f"Final temperature {_preset('tau_max')}")
@@ -702,6 +731,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--dtype", choices=["float32", "float64"], default="float32", help="Floating point type"
     )
+
+
+def _run_args(train: argparse.ArgumentParser) -> None:
+    """Held-out targets, seeds, hardware, logging and progress options of ``train``."""
     train.add_argument(
         "--heldout",
         nargs="*",
@@ -734,15 +767,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=True,
         help="Show training progress: a bar in a terminal, one line per epoch otherwise",
     )
-    _threads_arg(train)
-    train.set_defaults(func=_train)
 
+
+def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    """``scsena evaluate``: metrics of every seed of a run and of the baselines."""
     ev = sub.add_parser(
         "evaluate",
         help="Evaluate trained runs and baselines on the folds.",
         description="Evaluate every seed of a run and the baselines on its folds; writes "
         "seedN/metrics.tsv, seedN/summary.tsv and summary_over_seeds.tsv.",
-        **kw,
+        formatter_class=_HelpFormatter,
     )
     ev.add_argument("--model-dir", required=True, metavar="DIR", help="A `scsena train` run")
     _data_args(ev, required=False)
@@ -755,13 +789,16 @@ def build_parser() -> argparse.ArgumentParser:
     _trusted_arg(ev)
     ev.set_defaults(func=_evaluate)
 
+
+def _add_activity_parser(sub: argparse._SubParsersAction) -> None:
+    """``scsena activity``: pathway activities and the activation-score test."""
     act = sub.add_parser(
         "activity",
         help="Pathway activities and the activation-score test.",
         description="BP activities of every cell and the activation-score test for the first "
         "seed of a run; writes seedN/activity.h5ad, seedN/activity_test.tsv and "
         "seedN/activity_scores.tsv.",
-        **kw,
+        formatter_class=_HelpFormatter,
     )
     act.add_argument("--model-dir", required=True, metavar="DIR", help="A `scsena train` run")
     _data_args(act, required=False)
@@ -775,7 +812,6 @@ def build_parser() -> argparse.ArgumentParser:
     _threads_arg(act)
     _trusted_arg(act)
     act.set_defaults(func=_activity)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
