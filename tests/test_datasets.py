@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 import warnings
@@ -296,9 +297,87 @@ def test_simulator_h5ad_roundtrip(sim, tmp_path):
     assert list(back.uns["scsena_dataset"]["heldout"]) == list(sim.uns["scsena_dataset"]["heldout"])
 
 
+def _counts_digest(adata: ad.AnnData) -> str:
+    counts = adata.layers["counts"]
+    digest = hashlib.sha256()
+    for part in (counts.data, counts.indices, counts.indptr):
+        digest.update(part.astype(np.int64).tobytes())
+    digest.update("|".join(adata.obs["guide_ids"].astype(str)).encode())
+    digest.update("|".join(adata.var_names).encode())
+    return digest.hexdigest()[:16]
+
+
+def test_simulator_output_unchanged_at_a_fixed_seed():
+    # Digest of the counts, labels and genes computed before batches were added: one
+    # batch (the default) must keep giving the same data at a fixed seed.
+    adata = simulate_perturbseq(n_cells=300, n_genes=200, n_targets=6, n_doubles=3, seed=7)
+    assert _counts_digest(adata) == "bedcdac737ce2ef9"
+    assert "batch" not in adata.obs
+    truth = adata.uns[SIMULATION_UNS_KEY]
+    assert "batch_effects" not in truth and "n_batches" not in truth["params"]
+
+
+@pytest.fixture(scope="module")
+def sim_batches() -> ad.AnnData:
+    return simulate_perturbseq(**SMALL, seed=0, n_batches=2, batch_effect=0.5)
+
+
+def test_simulator_batches_are_balanced_and_independent_of_perturbation(sim, sim_batches):
+    batch = sim_batches.obs["batch"]
+    assert list(batch.cat.categories) == ["batch0", "batch1"]
+    assert batch.value_counts().tolist() == [SMALL["n_cells"] // 2] * 2
+    # Same design as without batches; every perturbation is seen in every batch.
+    pd.testing.assert_series_equal(sim_batches.obs["guide_ids"], sim.obs["guide_ids"])
+    table = pd.crosstab(sim_batches.obs["guide_ids"], batch)
+    assert (table > 0).all(axis=None)
+    truth = sim_batches.uns[SIMULATION_UNS_KEY]
+    assert list(truth["batches"]) == ["batch0", "batch1"]
+    assert truth["batch_effects"].shape == (2, SMALL["n_genes"])
+    assert truth["params"]["n_batches"] == 2 and truth["params"]["batch_effect"] == 0.5
+    three = simulate_perturbseq(**SMALL, seed=0, n_batches=3).obs["batch"]
+    assert sorted(three.value_counts().tolist()) == [233, 233, 234]
+
+
+def test_simulator_batch_effect_is_visible_in_control_cells(sim_batches):
+    truth = sim_batches.uns[SIMULATION_UNS_KEY]
+    counts = _dense(sim_batches.layers["counts"])
+    proportions = counts / counts.sum(axis=1, keepdims=True)
+    control = sim_batches.obs["guide_ids"].astype(str).to_numpy() == ""
+    batch = sim_batches.obs["batch"].cat.codes.to_numpy()
+    mean0 = proportions[control & (batch == 0)].mean(axis=0)
+    mean1 = proportions[control & (batch == 1)].mean(axis=0)
+    expressed = (mean0 > 1e-3) & (mean1 > 1e-3)
+    observed = np.log(mean1[expressed]) - np.log(mean0[expressed])
+    true = (truth["batch_effects"][1] - truth["batch_effects"][0])[expressed]
+    assert expressed.sum() > 100
+    assert np.corrcoef(observed, true)[0, 1] > 0.9
+    slope = np.polyfit(true, observed, 1)[0]
+    assert 0.8 < slope < 1.2  # log-scale gene means differ by the drawn effects
+    assert 0.5 < np.std(true) / (0.5 * np.sqrt(2)) < 1.5
+
+
+def test_simulator_zero_batch_effect_keeps_the_counts(sim):
+    plain = simulate_perturbseq(**SMALL, seed=0, n_batches=3, batch_effect=0.0)
+    assert (plain.layers["counts"] != sim.layers["counts"]).nnz == 0
+    assert plain.obs["batch"].nunique() == 3
+
+
+def test_simulator_batches_h5ad_roundtrip(sim_batches, tmp_path):
+    sim_batches.write_h5ad(tmp_path / "batches.h5ad")
+    back = ad.read_h5ad(tmp_path / "batches.h5ad")
+    pd.testing.assert_series_equal(back.obs["batch"], sim_batches.obs["batch"])
+    np.testing.assert_array_equal(
+        back.uns[SIMULATION_UNS_KEY]["batch_effects"],
+        sim_batches.uns[SIMULATION_UNS_KEY]["batch_effects"],
+    )
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
+        ({"n_batches": 0}, "n_batches must be between 1"),
+        ({"n_batches": 2, "batch_effect": -0.1}, "batch_effect must be >= 0"),
+        ({"batch_effect": 0.3}, "n_batches >= 2"),
         ({"n_targets": 4, "n_doubles": 7}, "n_doubles"),
         ({"n_genes": 40, "n_targets": 10, "n_programs": 10}, "n_genes"),
         ({"n_cells": 10}, "n_cells"),

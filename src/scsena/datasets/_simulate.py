@@ -10,7 +10,8 @@ Generative model (one latent factor per program, ``K`` factors, ``G`` genes):
 - targeting gene ``t`` (CRISPRa-like) shifts the factors of the program terms that
   contain ``t`` by ``effect_size * strength_t`` and up-regulates ``t`` itself;
   a double ``A,B`` adds both shifts plus a random interaction vector ``v_AB``;
-- gene log-rates ``baseline + u L`` are turned into per-cell proportions, scaled
+- gene log-rates ``baseline + u L`` (plus, with several batches, the gene-wise
+  log-effect of the cell's batch) are turned into per-cell proportions, scaled
   by a log-normal library size and sampled as negative-binomial (gamma-Poisson)
   counts.
 """
@@ -272,8 +273,14 @@ def _simulate_chunk(
     direct_value: np.ndarray,
     shape: np.ndarray,
     library_size: tuple[float, float],
+    batch: np.ndarray | None = None,
+    batch_effects: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Counts of one chunk of cells as CSR parts (data, indices, row nnz, X data)."""
+    """Counts of one chunk of cells as CSR parts (data, indices, row nnz, X data).
+
+    ``batch`` (the batch of each cell of the chunk) and ``batch_effects`` (batches x
+    genes, log scale) add each cell's batch effect to its gene log-rates.
+    """
     rng = np.random.default_rng(seed)
     n = cond.size
     n_genes = loadings.shape[1]
@@ -282,6 +289,8 @@ def _simulate_chunk(
     u = (z @ propagate).astype(np.float32)
     eta = np.matmul(u, loadings, out=ws.eta[:n])
     eta += baseline
+    if batch_effects is not None:
+        eta += batch_effects[batch]
     rows = np.arange(n)
     for slot in range(direct_gene.shape[1]):
         genes = direct_gene[cond, slot]
@@ -324,6 +333,8 @@ def simulate_perturbseq(
     dispersion: float = 0.1,
     baseline_sd: float = 1.0,
     loading_noise: float = 0.0,
+    n_batches: int = 1,
+    batch_effect: float = 0.0,
     seed: int = 0,
     n_jobs: int | None = None,
 ) -> ad.AnnData:
@@ -377,6 +388,18 @@ def simulate_perturbseq(
     loading_noise
         Standard deviation of Gaussian noise added to all program loadings (``0``:
         programs load on their term's genes only).
+    n_batches
+        Number of batches (lanes, donors, replicates). With ``n_batches > 1``, cells
+        are assigned to batches at random, independently of their perturbation, in
+        sizes that differ by at most one, and ``obs["batch"]`` holds ``"batch0"``,
+        ``"batch1"``, ...; with ``1`` (the default) there is no ``batch`` column.
+    batch_effect
+        Standard deviation of the gene-wise log-scale effect of each batch: batch
+        ``b`` multiplies the negative-binomial mean of gene ``g`` by
+        ``exp(e_bg)`` with ``e_bg ~ N(0, batch_effect^2)`` (before the per-cell
+        library-size scaling), so one perturbation looks different across batches.
+        Needs ``n_batches > 1``. Batches are drawn from their own random stream: with
+        ``batch_effect=0`` the counts are those of the same call with one batch.
     seed
         Random seed; the same seed gives an identical AnnData.
     n_jobs
@@ -394,8 +417,9 @@ def simulate_perturbseq(
         ``factor_term_names``, ``dag``, ``dag_order``, ``loadings``, ``baseline``,
         ``dispersion``, ``targets``, ``target_ensembl``, ``target_strength``,
         ``target_shift``, ``target_factors``, ``target_terms``, ``doubles``,
-        ``interaction``, ``params``); ``uns["scsena_dataset"]``: name and held-out
-        single perturbations.
+        ``interaction``, ``params``; with several batches also ``batches``, the
+        batch names, and ``batch_effects``, the true log-effects, batches x genes);
+        ``uns["scsena_dataset"]``: name and held-out single perturbations.
 
     Examples
     --------
@@ -423,10 +447,15 @@ def simulate_perturbseq(
     if n_programs is None:
         n_programs = max(1, min(n_targets, n_genes // 10))
     params["n_programs"] = int(n_programs)
+    _check_batch_args(int(n_batches), float(batch_effect), params["n_cells"])
+    if n_batches > 1:  # recorded only with batches: one-batch output is unchanged
+        params["n_batches"] = int(n_batches)
+        params["batch_effect"] = float(batch_effect)
     _check_args(params)
 
     root = np.random.SeedSequence(seed)
-    ss_struct, ss_design, ss_cells = root.spawn(3)
+    # A fourth child for batches: the first three streams stay those of one batch.
+    ss_struct, ss_design, ss_cells, ss_batch = root.spawn(4)
     rng = np.random.default_rng(ss_struct)
 
     # --- genes and programs
@@ -522,6 +551,7 @@ def simulate_perturbseq(
     cond = np.repeat(np.arange(n_cond), np.concatenate([[n_control], per_cond]))
     cond = cond[drng.permutation(n_cells)]
     heldout = _heldout(drng, list(target_sym))
+    batch, batch_effects = _draw_batches(ss_batch, n_cells, n_genes, int(n_batches), batch_effect)
 
     # --- counts, in chunks of cells
     chunk = int(np.clip(_CHUNK_ELEMENTS // n_genes, 64, 8192))
@@ -544,8 +574,15 @@ def simulate_perturbseq(
         ws = getattr(local, "ws", None)
         if ws is None:
             ws = local.ws = _Workspace(min(chunk, n_cells), n_genes)
+        cells = slice(starts[i], starts[i] + chunk)
         return _simulate_chunk(
-            ws, seeds[i], cond[starts[i] : starts[i] + chunk], *args, tuple(library_size)
+            ws,
+            seeds[i],
+            cond[cells],
+            *args,
+            tuple(library_size),
+            None if batch is None else batch[cells],
+            None if batch_effects is None else batch_effects.astype(np.float32),
         )
 
     if n_jobs is None:
@@ -569,6 +606,9 @@ def simulate_perturbseq(
         },
         index=pd.Index([f"cell{i}" for i in range(n_cells)]),
     )
+    if batch is not None:
+        names = np.asarray([f"batch{b}" for b in range(n_batches)], dtype=object)
+        obs["batch"] = pd.Categorical(names[batch], categories=names)
     var = pd.DataFrame({"gene_symbols": symbols}, index=pd.Index(var_names))
     adata = ad.AnnData(X=X, obs=obs, var=var, layers={"counts": counts})
 
@@ -603,6 +643,9 @@ def simulate_perturbseq(
         },
         "params": params,
     }
+    if batch is not None:
+        adata.uns[SIMULATION_UNS_KEY]["batches"] = np.asarray(obs["batch"].cat.categories)
+        adata.uns[SIMULATION_UNS_KEY]["batch_effects"] = batch_effects.astype(np.float32)
     adata.uns["scsena_dataset"] = {
         "name": "simulated",
         "heldout": np.asarray(heldout, dtype=object),
@@ -648,6 +691,34 @@ def _check_args(p: dict) -> None:
     need(0.0 <= p["dag_density"] <= 1.0, "dag_density must be in [0, 1]")
     need(p["dispersion"] > 0, "dispersion must be > 0")
     need(p["library_size"][1] >= 0, "library_size standard deviation must be >= 0")
+
+
+def _check_batch_args(n_batches: int, batch_effect: float, n_cells: int) -> None:
+    if not 1 <= n_batches <= n_cells:
+        raise ValueError(f"n_batches must be between 1 and n_cells={n_cells}, got {n_batches}.")
+    if not batch_effect >= 0:
+        raise ValueError(f"batch_effect must be >= 0, got {batch_effect}.")
+    if n_batches == 1 and batch_effect > 0:
+        raise ValueError(
+            f"batch_effect={batch_effect} needs several batches: pass n_batches >= 2 "
+            "(or batch_effect=0 for a single batch)."
+        )
+
+
+def _draw_batches(
+    seed: np.random.SeedSequence, n_cells: int, n_genes: int, n_batches: int, batch_effect: float
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Batch of each cell (balanced, random) and gene-wise log-effects (batches x genes).
+
+    ``(None, None)`` for a single batch. Drawn from their own stream (``seed``), so the
+    other random draws of the simulator do not depend on the batches.
+    """
+    if n_batches == 1:
+        return None, None
+    rng = np.random.default_rng(seed)
+    batch = rng.permutation(np.arange(n_cells) % n_batches)
+    effects = rng.normal(0.0, batch_effect, size=(n_batches, n_genes))
+    return batch, effects
 
 
 def _heldout(rng: np.random.Generator, targets: list[str]) -> list[str]:
