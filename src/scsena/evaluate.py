@@ -128,72 +128,120 @@ def evaluate_model(
     -------
     The results.
     """
-    splitter = model.data_splitter(adata)
-    adata, matrix, parsed = splitter.adata, splitter.expression, splitter.perturbations
-    labels = parsed.labels.to_numpy()
-    fold = splitter.folds
+    data = _EvaluationData.from_model(model, adata)
     rng = np.random.default_rng(seed)
-    control_idx = np.flatnonzero(fold == FOLD_CONTROL)
-    control = _dense(matrix[np.sort(control_idx)])
-    ctrl_mean = control.mean(0)
-    train_shift: dict[str, np.ndarray] = {}
-    for t in model.targets_:
-        cells = np.flatnonzero((labels == t) & (fold == FOLD_TRAIN))
-        if len(cells):
-            train_shift[t] = _dense(matrix[cells]).mean(0) - ctrl_mean
-    de_labels = pd.Series(np.where(fold == FOLD_CONTROL, "", labels), index=adata.obs_names)
     rows = []
     for f in folds:
-        perts = sorted(set(labels[fold == f]))
-        for pert in perts:
-            cells = np.flatnonzero((labels == pert) & (fold == f))
-            if len(cells) > max_cells:
-                cells = np.sort(rng.choice(cells, max_cells, replace=False))
-            real = _dense(matrix[cells])
-            n = len(cells)
-            start = rng.choice(control_idx, size=n, replace=n > len(control_idx))
-            de = None
-            if n_de_genes:
-                key = (pert, n_de_genes)
-                if de_cache is not None and key in de_cache:
-                    de = de_cache[key]
-                else:
-                    de = _top_de(adata, matrix, de_labels, pert, n_de_genes)
-                    if de_cache is not None:
-                        de_cache[key] = de
+        for pert in sorted(set(data.labels[data.fold == f])):
+            cells, start = _draw_cells(data, pert, f, max_cells, rng)
+            de = _de_genes(data, pert, n_de_genes, de_cache) if n_de_genes else None
             # labels parse to the canonical "A,B"; the model and the results speak the
             # data's own delimiter ("A+B" in pertpy's files)
             shown = model.delimiter_.join(pert.split(CANONICAL_DELIMITER))
-            preds = {
-                name: model.predict_perturbation(
-                    shown,
-                    adata=adata,
-                    control_indices=start,
-                    temperature=temperature,
-                    seed=seed,
-                ).X
-            }
-            start_cells = _dense(matrix[start])
-            if "control" in baselines:
-                preds["control"] = start_cells
-            if "additive" in baselines:
-                parts = [p for p in pert.split(CANONICAL_DELIMITER) if p]
-                if all(p in train_shift for p in parts):
-                    preds["additive"] = start_cells + sum(train_shift[p] for p in parts)
+            prediction = model.predict_perturbation(
+                shown, adata=data.adata, control_indices=start, temperature=temperature, seed=seed
+            ).X
+            preds = {name: prediction, **_baseline_predictions(data, pert, start, baselines)}
+            real = _dense(data.matrix[cells])
             for method, pred in preds.items():
                 values = perturbation_metrics(
-                    pred, real, control, de_genes=de, sigma=model.module.mmd_sigma
+                    pred, real, data.control, de_genes=de, sigma=model.module.mmd_sigma
                 )
                 rows.extend((method, f, shown, k, float(v)) for k, v in values.items())
-        rows.extend(_fold_loss_rows(model, adata, name, f, temperature, seed))
-    rows.extend(_assignment_rows(model, adata, name, temperature))
+        rows.extend(_fold_loss_rows(model, data.adata, name, f, temperature, seed))
+    rows.extend(_assignment_rows(model, data.adata, name, temperature))
     if activation_test:
-        act = model.activation_test(adata, ks=(25, 100))
-        for rec in act.to_dict("records"):
-            for k in ("recall@25", "recall@100", "z_diff"):
-                rows.append((name, FOLD_TRAIN, rec["perturbation"], k, float(rec[k])))
+        rows.extend(_activation_rows(model, data.adata, name))
     results = pd.DataFrame(rows, columns=["method", "fold", "perturbation", "metric", "value"])
     return EvaluationResult(results, {"seed": seed, "temperature": temperature})
+
+
+@dataclass
+class _EvaluationData:
+    """The registered expression, labels and folds, the control cells and train shifts."""
+
+    adata: object
+    matrix: object
+    labels: np.ndarray
+    fold: np.ndarray
+    control_idx: np.ndarray
+    control: np.ndarray
+    train_shift: dict[str, np.ndarray]
+    de_labels: pd.Series
+
+    @classmethod
+    def from_model(cls, model, adata) -> _EvaluationData:
+        """Read the data through the model's data splitter (``adata`` or the model's)."""
+        splitter = model.data_splitter(adata)
+        adata, matrix = splitter.adata, splitter.expression
+        labels = splitter.perturbations.labels.to_numpy()
+        fold = splitter.folds
+        control_idx = np.flatnonzero(fold == FOLD_CONTROL)
+        control = _dense(matrix[np.sort(control_idx)])
+        train_shift = _train_shifts(model.targets_, matrix, labels, fold, control.mean(0))
+        de_labels = pd.Series(np.where(fold == FOLD_CONTROL, "", labels), index=adata.obs_names)
+        return cls(adata, matrix, labels, fold, control_idx, control, train_shift, de_labels)
+
+
+def _train_shifts(targets, matrix, labels, fold, ctrl_mean: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean change from control of each target's train-fold cells (targets with cells)."""
+    shifts = {}
+    for t in targets:
+        cells = np.flatnonzero((labels == t) & (fold == FOLD_TRAIN))
+        if len(cells):
+            shifts[t] = _dense(matrix[cells]).mean(0) - ctrl_mean
+    return shifts
+
+
+def _draw_cells(
+    data: _EvaluationData, pert: str, fold: str, max_cells: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The real cells of ``pert`` in ``fold`` (at most ``max_cells``) and as many controls."""
+    cells = np.flatnonzero((data.labels == pert) & (data.fold == fold))
+    if len(cells) > max_cells:
+        cells = np.sort(rng.choice(cells, max_cells, replace=False))
+    n = len(cells)
+    start = rng.choice(data.control_idx, size=n, replace=n > len(data.control_idx))
+    return cells, start
+
+
+def _de_genes(data: _EvaluationData, pert: str, n: int, cache: dict | None) -> np.ndarray:
+    """Top ``n`` DE genes of ``pert`` vs control, from ``cache`` when it holds them."""
+    key = (pert, n)
+    if cache is not None and key in cache:
+        return cache[key]
+    de = _top_de(data.adata, data.matrix, data.de_labels, pert, n)
+    if cache is not None:
+        cache[key] = de
+    return de
+
+
+def _baseline_predictions(
+    data: _EvaluationData, pert: str, start: np.ndarray, baselines: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The control cells as drawn (``control``) and shifted by the targets' sum (``additive``).
+
+    ``additive`` is left out when a target of ``pert`` has no train-fold cells.
+    """
+    start_cells = _dense(data.matrix[start])
+    preds = {}
+    if "control" in baselines:
+        preds["control"] = start_cells
+    if "additive" in baselines:
+        parts = [p for p in pert.split(CANONICAL_DELIMITER) if p]
+        if all(p in data.train_shift for p in parts):
+            preds["additive"] = start_cells + sum(data.train_shift[p] for p in parts)
+    return preds
+
+
+def _activation_rows(model, adata, name: str) -> list:
+    """recall@25, recall@100 and z-diff of the activation-score test, per target."""
+    act = model.activation_test(adata, ks=(25, 100))
+    return [
+        (name, FOLD_TRAIN, rec["perturbation"], k, float(rec[k]))
+        for rec in act.to_dict("records")
+        for k in ("recall@25", "recall@100", "z_diff")
+    ]
 
 
 def _fold_loss_rows(model, adata, name: str, fold: str, temperature: float, seed: int) -> list:
