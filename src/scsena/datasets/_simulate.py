@@ -18,17 +18,21 @@ Generative model (one latent factor per program, ``K`` factors, ``G`` genes):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import lru_cache
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 from scipy import sparse
+
+from scsena.gene_sets import gene_id_table, go_bp, go_term_names
+
+from ._sampling import Workspace, assemble_csr, csr_parts, nb_counts, single_threaded_blas
 
 #: Key of the ground truth in ``adata.uns``.
 SIMULATION_UNS_KEY = "scsena_simulation"
@@ -41,8 +45,6 @@ _PROGRAM_FRACTION = 0.5  # share of genes given to program terms
 _COVER_FRACTION = 0.85  # share of genes drawn term by term (programs + cover terms)
 _MAX_OVERLAP = 0.5  # max overlap coefficient between two program terms
 _PARENT_VARIANCE = 0.5  # variance of a factor explained by its parents in the DAG
-_INVERSION_MAX_MEAN = 30.0  # NB means above this are sampled by gamma-Poisson
-_DENSE_STEPS = 3  # NB inversion steps done on whole arrays
 _CHUNK_ELEMENTS = 4_000_000  # cells x genes per generation chunk
 
 
@@ -55,8 +57,6 @@ def _universe() -> tuple[np.ndarray, np.ndarray, list[str], sparse.csr_matrix]:
     Ensembl ids (sorted), their symbols, term ids (sorted) and a terms x genes CSR
     membership matrix (terms with at least 5 such genes).
     """
-    from scsena.gene_sets import gene_id_table, go_bp
-
     sets = go_bp(terms="sena", id_type="ensembl")
     table = gene_id_table()[["symbol", "ensembl_id"]].dropna().astype(str)
     table = table[(table["symbol"] != "") & (table["ensembl_id"] != "")].drop_duplicates()
@@ -170,151 +170,6 @@ def _random_dag(rng: np.random.Generator, k: int, density: float) -> tuple[np.nd
     dag = np.zeros((k, k))
     dag[np.ix_(order, order)] = a
     return dag, order
-
-
-class _Workspace:
-    """Buffers of one thread, reused from chunk to chunk (no page faults, no zeroing)."""
-
-    def __init__(self, n_rows: int, n_genes: int) -> None:
-        shape = (n_rows, n_genes)
-        self.eta = np.empty(shape, dtype=np.float32)
-        self.uniform = np.empty(shape, dtype=np.float32)
-        self.q = np.empty(shape, dtype=np.float32)
-        self.pk = np.empty(shape, dtype=np.float32)
-        self.cdf = np.empty(shape, dtype=np.float32)
-        self.counts = np.empty(shape, dtype=np.uint8)
-        self.positive = np.empty(shape, dtype=bool)
-        self.above = np.empty(shape, dtype=bool)
-        self.large = np.empty(shape, dtype=bool)
-
-
-def _nb_counts(
-    rng: np.random.Generator, mu: np.ndarray, shape: np.ndarray, ws: _Workspace
-) -> tuple[np.ndarray, np.ndarray]:
-    """Negative-binomial counts of mean ``mu`` (cells x genes) and gene-wise ``shape``.
-
-    Exact sampling, fast for sparse counts: entries of mean up to
-    ``_INVERSION_MAX_MEAN`` are sampled by inversion of the CDF with one uniform per
-    entry (the first ``_DENSE_STEPS`` steps on whole arrays, then only on the few
-    entries not yet resolved); larger means by gamma-Poisson.
-
-    Returns
-    -------
-    Flat (row-major) indices of the nonzero entries, sorted, and their counts
-    (float32).
-    """
-    n, g = mu.shape
-    r = shape.astype(np.float32)
-    uniform = rng.random(dtype=np.float32, out=ws.uniform[:n])
-    large = np.greater(mu, _INVERSION_MAX_MEAN, out=ws.large[:n])
-    any_large = bool(large.any())
-    if any_large:
-        np.copyto(uniform, 0.0, where=large)  # never above the CDF: sampled below
-    q = np.add(mu, r, out=ws.q[:n])  # q = mu / (mu + r), the NB "success" probability
-    np.divide(mu, q, out=q)
-    pk = np.negative(q, out=ws.pk[:n])  # P(X = 0) = (1 - q)^r
-    np.log1p(pk, out=pk)
-    pk *= r
-    np.exp(pk, out=pk)
-    cdf = ws.cdf[:n]
-    np.copyto(cdf, pk)
-    positive = np.greater(uniform, cdf, out=ws.positive[:n])
-    counts = ws.counts[:n]
-    np.copyto(counts, positive.view(np.uint8))
-    above = ws.above[:n]
-    for k in range(_DENSE_STEPS):
-        pk *= q
-        pk *= (k + r) / (k + 1)  # P(X = k + 1)
-        cdf += pk
-        np.greater(uniform, cdf, out=above)
-        counts += above.view(np.uint8)
-    if any_large:
-        big = np.flatnonzero(large)
-        rb = shape[big % g]
-        big_values = rng.poisson(rng.standard_gamma(rb) * (mu.ravel()[big] / rb))
-        nonzero = big_values > 0
-        big, big_values = big[nonzero], big_values[nonzero]
-        positive.ravel()[big] = True
-    idx = np.flatnonzero(positive)
-    values = counts.ravel()[idx].astype(np.float32)
-    if any_large:
-        values[np.searchsorted(idx, big)] = big_values
-    rest = np.flatnonzero(above)  # X > _DENSE_STEPS: continue on these entries only
-    if rest.size:
-        pos = np.searchsorted(idx, rest)
-        u = uniform.ravel()[rest].astype(np.float64)
-        c = cdf.ravel()[rest].astype(np.float64)
-        p = pk.ravel()[rest].astype(np.float64)
-        qq = q.ravel()[rest].astype(np.float64)
-        rr = shape[rest % g]
-        k = _DENSE_STEPS
-        while pos.size:
-            p *= (k + rr) / (k + 1) * qq
-            c += p
-            k += 1
-            # stop where the CDF has converged: ``c`` comes from float32 sums, so for
-            # ``u`` within rounding of 1 it may never exceed ``u``; what is left beyond
-            # ``k`` then weighs about ``p / (1 - q)``, below 1e-12
-            keep = np.flatnonzero((u > c) & (p > 1e-12 * (1.0 - qq)))
-            pos, u, c, p, qq, rr = pos[keep], u[keep], c[keep], p[keep], qq[keep], rr[keep]
-            values[pos] += 1
-    return idx, values
-
-
-def _simulate_chunk(
-    ws: _Workspace,
-    seed: np.random.SeedSequence,
-    cond: np.ndarray,
-    shifts: np.ndarray,
-    propagate: np.ndarray,
-    loadings: np.ndarray,
-    baseline: np.ndarray,
-    direct_gene: np.ndarray,
-    direct_value: np.ndarray,
-    shape: np.ndarray,
-    library_size: tuple[float, float],
-    batch: np.ndarray | None = None,
-    batch_effects: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Counts of one chunk of cells as CSR parts (data, indices, row nnz, X data).
-
-    ``batch`` (the batch of each cell of the chunk) and ``batch_effects`` (batches x
-    genes, log scale) add each cell's batch effect to its gene log-rates.
-    """
-    rng = np.random.default_rng(seed)
-    n = cond.size
-    n_genes = loadings.shape[1]
-    z = rng.standard_normal((n, shifts.shape[1]))
-    z += shifts[cond]
-    u = (z @ propagate).astype(np.float32)
-    eta = np.matmul(u, loadings, out=ws.eta[:n])
-    eta += baseline
-    if batch_effects is not None:
-        eta += batch_effects[batch]
-    rows = np.arange(n)
-    for slot in range(direct_gene.shape[1]):
-        genes = direct_gene[cond, slot]
-        has = genes >= 0
-        eta[rows[has], genes[has]] += direct_value[cond[has], slot]
-    eta -= eta.max(axis=1, keepdims=True)
-    np.exp(eta, out=eta)
-    library = np.exp(rng.normal(library_size[0], library_size[1], size=n))
-    eta *= (library / eta.sum(axis=1, dtype=np.float64)).astype(np.float32)[:, None]
-    idx, data = _nb_counts(rng, eta, shape, ws)
-    indptr = np.searchsorted(idx, np.arange(n + 1) * n_genes)
-    row_nnz = np.diff(indptr)
-    cols = np.remainder(idx, n_genes, out=np.empty(idx.size, dtype=np.int32), casting="unsafe")
-    del idx
-    total = np.zeros(n)
-    filled = row_nnz > 0
-    if filled.any():
-        total[filled] = np.add.reduceat(data, indptr[:-1][filled], dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        scale = (_TARGET_SUM / total).astype(np.float32)
-    xdata = np.repeat(scale, row_nnz)
-    xdata *= data
-    np.log1p(xdata, out=xdata)
-    return data, cols, row_nnz, xdata
 
 
 def simulate_perturbseq(
@@ -457,8 +312,84 @@ def simulate_perturbseq(
     # A fourth child for batches: the first three streams stay those of one batch.
     ss_struct, ss_design, ss_cells, ss_batch = root.spawn(4)
     rng = np.random.default_rng(ss_struct)
+    structure = _draw_structure(
+        rng, n_genes, n_programs, dag_density, baseline_sd, dispersion, loading_noise
+    )
+    targets = _draw_targets(rng, structure, n_targets, effect_size, baseline_sd)
 
-    # --- genes and programs
+    drng = np.random.default_rng(ss_design)
+    conditions = _draw_conditions(drng, targets, n_doubles, interaction_strength * effect_size)
+    cond = _assign_cells(drng, n_cells, control_fraction, len(conditions.labels))
+    heldout = _heldout(drng, list(targets.symbols))
+    batch, batch_effects = _draw_batches(ss_batch, n_cells, n_genes, int(n_batches), batch_effect)
+
+    model = _CellModel.build(
+        structure, targets, conditions, direct_effect, library_size, batch_effects
+    )
+    counts, X = _generate_counts(model, ss_cells, cond, batch, n_jobs)
+
+    obs = _cell_table(conditions, cond, batch, int(n_batches))
+    var = pd.DataFrame({"gene_symbols": structure.symbols}, index=pd.Index(structure.var_names))
+    adata = ad.AnnData(X=X, obs=obs, var=var, layers={"counts": counts})
+    truth = _ground_truth(structure, targets, conditions, params)
+    if batch is not None:
+        truth["batches"] = np.asarray(obs["batch"].cat.categories)
+        truth["batch_effects"] = batch_effects.astype(np.float32)
+    adata.uns[SIMULATION_UNS_KEY] = truth
+    adata.uns["scsena_dataset"] = {
+        "name": "simulated",
+        "heldout": np.asarray(heldout, dtype=object),
+    }
+    return adata
+
+
+@dataclass(frozen=True)
+class _Structure:
+    """Genes, programs and causal model, drawn from the structure stream."""
+
+    var_names: np.ndarray  # Ensembl ids of the simulated genes
+    symbols: np.ndarray
+    factor_terms: list[str]  # GO term of each factor
+    program_genes: list[np.ndarray]  # simulated genes of each factor's term
+    loadings: np.ndarray  # factors x genes
+    dag: np.ndarray
+    order: np.ndarray
+    baseline: np.ndarray  # gene log-expression (targets lowered by _draw_targets)
+    dispersion: np.ndarray  # gene-wise NB overdispersion
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """Single perturbation targets, sorted by symbol."""
+
+    genes: list[int]  # positions among the simulated genes
+    symbols: np.ndarray
+    strength: np.ndarray
+    factors: list[np.ndarray]  # factors whose term contains each target
+    shift: np.ndarray  # targets x factors latent shifts
+
+
+@dataclass(frozen=True)
+class _Conditions:
+    """Perturbation conditions: control, singles, doubles (in this order)."""
+
+    labels: list[str]
+    kinds: np.ndarray  # "control" / "single" / "double"
+    double_pairs: np.ndarray  # doubles x 2 target positions
+    interaction: np.ndarray  # doubles x factors
+    shifts: np.ndarray  # conditions x factors
+
+
+def _draw_structure(
+    rng: np.random.Generator,
+    n_genes: int,
+    n_programs: int,
+    dag_density: float,
+    baseline_sd: float,
+    dispersion: float,
+    loading_noise: float,
+) -> _Structure:
+    """Simulated genes, program loadings, DAG, baselines and dispersions."""
     genes_u, symbols_u, term_ids, mat = _universe()
     if n_genes > genes_u.size:
         raise ValueError(
@@ -467,29 +398,39 @@ def simulate_perturbseq(
         )
     programs = _choose_programs(rng, mat, n_programs)
     gene_idx = _choose_genes(rng, mat, programs, n_genes)
-    var_names = genes_u[gene_idx]
-    symbols = symbols_u[gene_idx]
     to_local = np.full(mat.shape[1], -1, dtype=np.int64)
     to_local[gene_idx] = np.arange(n_genes)
     program_genes = [to_local[_members(mat, row)] for row in programs]
     program_genes = [g[g >= 0] for g in program_genes]
-    factor_terms = [term_ids[row] for row in programs]
-
     loadings = np.zeros((n_programs, n_genes))
     for k, g in enumerate(program_genes):
         loadings[k, g] = rng.uniform(0.4, 1.0, size=g.size)
     if loading_noise > 0:
         loadings += rng.normal(0.0, loading_noise, size=loadings.shape)
     dag, order = _random_dag(rng, n_programs, dag_density)
-    propagate = np.linalg.inv(np.eye(n_programs) - dag)
     baseline = rng.normal(0.0, baseline_sd, size=n_genes)
     gene_dispersion = dispersion * np.exp(rng.normal(0.0, 0.5, size=n_genes))
+    return _Structure(
+        var_names=genes_u[gene_idx],
+        symbols=symbols_u[gene_idx],
+        factor_terms=[term_ids[row] for row in programs],
+        program_genes=program_genes,
+        loadings=loadings,
+        dag=dag,
+        order=order,
+        baseline=baseline,
+        dispersion=gene_dispersion,
+    )
 
-    # --- targets: program genes, spread over programs round-robin
+
+def _pick_target_genes(
+    rng: np.random.Generator, program_genes: list[np.ndarray], n_genes: int, n_targets: int
+) -> list[int]:
+    """Program genes as targets, spread over the programs round-robin."""
     is_target = np.zeros(n_genes, dtype=bool)
-    targets_local: list[int] = []
-    prog_order = rng.permutation(n_programs)
-    while len(targets_local) < n_targets:
+    targets: list[int] = []
+    prog_order = rng.permutation(len(program_genes))
+    while len(targets) < n_targets:
         added = False
         for k in prog_order:
             free = program_genes[k][~is_target[program_genes[k]]]
@@ -497,169 +438,248 @@ def simulate_perturbseq(
                 continue
             g = int(rng.choice(free))
             is_target[g] = True
-            targets_local.append(g)
+            targets.append(g)
             added = True
-            if len(targets_local) == n_targets:
+            if len(targets) == n_targets:
                 break
         if not added:
             raise ValueError(
-                f"n_targets={n_targets} exceeds the {len(targets_local)} genes of the "
+                f"n_targets={n_targets} exceeds the {len(targets)} genes of the "
                 "programs; lower n_targets or raise n_genes."
             )
+    return targets
+
+
+def _draw_targets(
+    rng: np.random.Generator,
+    structure: _Structure,
+    n_targets: int,
+    effect_size: float,
+    baseline_sd: float,
+) -> _Targets:
+    """Targets, their strengths and latent shifts; lowers the targets' baselines."""
+    n_programs, n_genes = structure.loadings.shape
+    genes = _pick_target_genes(rng, structure.program_genes, n_genes, n_targets)
     strength = rng.uniform(0.6, 1.4, size=n_targets)
     # CRISPRa targets are mostly lowly expressed genes (e.g. transcription factors):
     # their activation must not take over the library of the cell.
-    baseline[targets_local] = rng.normal(-1.0, 0.5, size=n_targets) * baseline_sd
+    structure.baseline[genes] = rng.normal(-1.0, 0.5, size=n_targets) * baseline_sd
     membership = np.zeros((n_programs, n_genes), dtype=bool)
-    for k, g in enumerate(program_genes):
+    for k, g in enumerate(structure.program_genes):
         membership[k, g] = True
-    target_sym = symbols[targets_local]
-    by_symbol = np.argsort(target_sym, kind="stable")
-    targets_local = [targets_local[i] for i in by_symbol]
+    symbols = structure.symbols[genes]
+    by_symbol = np.argsort(symbols, kind="stable")
+    genes = [genes[i] for i in by_symbol]
     strength = strength[by_symbol]
-    target_sym = target_sym[by_symbol]
-    target_factors = [np.flatnonzero(membership[:, g]) for g in targets_local]
-    target_shift = np.zeros((n_targets, n_programs))
-    for i, ks in enumerate(target_factors):
-        target_shift[i, ks] = effect_size * strength[i]
+    factors = [np.flatnonzero(membership[:, g]) for g in genes]
+    shift = np.zeros((n_targets, n_programs))
+    for i, ks in enumerate(factors):
+        shift[i, ks] = effect_size * strength[i]
+    return _Targets(genes, symbols[by_symbol], strength, factors, shift)
 
-    # --- design: doubles, interactions, cells
-    drng = np.random.default_rng(ss_design)
+
+def _draw_conditions(
+    rng: np.random.Generator, targets: _Targets, n_doubles: int, interaction_scale: float
+) -> _Conditions:
+    """Double perturbations (random pairs of targets), their interactions and shifts."""
+    n_targets, n_programs = targets.shift.shape
     pairs = np.array([(i, j) for i in range(n_targets) for j in range(i + 1, n_targets)])
-    pick = np.sort(drng.choice(len(pairs), size=n_doubles, replace=False)) if n_doubles else []
+    pick = np.sort(rng.choice(len(pairs), size=n_doubles, replace=False)) if n_doubles else []
     double_pairs = pairs[pick] if n_doubles else np.zeros((0, 2), dtype=np.int64)
-    interaction = interaction_strength * effect_size * drng.standard_normal((n_doubles, n_programs))
-    labels = [""] + list(target_sym) + [f"{target_sym[a]},{target_sym[b]}" for a, b in double_pairs]
-    n_cond = len(labels)
-    shifts = np.zeros((n_cond, n_programs))
-    shifts[1 : n_targets + 1] = target_shift
-    direct_gene = np.full((n_cond, 2), -1, dtype=np.int64)
-    direct_value = np.zeros((n_cond, 2))
-    for i in range(n_targets):
-        direct_gene[1 + i, 0] = targets_local[i]
-        direct_value[1 + i, 0] = direct_effect * strength[i]
+    interaction = interaction_scale * rng.standard_normal((n_doubles, n_programs))
+    sym = targets.symbols
+    labels = [""] + list(sym) + [f"{sym[a]},{sym[b]}" for a, b in double_pairs]
+    shifts = np.zeros((len(labels), n_programs))
+    shifts[1 : n_targets + 1] = targets.shift
     for d, (a, b) in enumerate(double_pairs):
-        c = 1 + n_targets + d
-        shifts[c] = target_shift[a] + target_shift[b] + interaction[d]
-        direct_gene[c] = [targets_local[a], targets_local[b]]
-        direct_value[c] = [direct_effect * strength[a], direct_effect * strength[b]]
+        shifts[1 + n_targets + d] = targets.shift[a] + targets.shift[b] + interaction[d]
+    kinds = np.asarray(["control"] + ["single"] * n_targets + ["double"] * n_doubles, dtype=object)
+    return _Conditions(labels, kinds, double_pairs, interaction, shifts)
 
+
+def _assign_cells(
+    rng: np.random.Generator, n_cells: int, control_fraction: float, n_cond: int
+) -> np.ndarray:
+    """Condition of each cell: the controls, the rest split evenly, in random order."""
     n_control = int(round(control_fraction * n_cells))
     per_cond = np.full(n_cond - 1, (n_cells - n_control) // (n_cond - 1))
     extra = (n_cells - n_control) - per_cond.sum()
-    per_cond[drng.choice(n_cond - 1, size=extra, replace=False)] += 1
+    per_cond[rng.choice(n_cond - 1, size=extra, replace=False)] += 1
     cond = np.repeat(np.arange(n_cond), np.concatenate([[n_control], per_cond]))
-    cond = cond[drng.permutation(n_cells)]
-    heldout = _heldout(drng, list(target_sym))
-    batch, batch_effects = _draw_batches(ss_batch, n_cells, n_genes, int(n_batches), batch_effect)
+    return cond[rng.permutation(n_cells)]
 
-    # --- counts, in chunks of cells
+
+@dataclass(frozen=True)
+class _CellModel:
+    """What maps a cell's condition (and batch) to its negative-binomial means."""
+
+    shifts: np.ndarray  # conditions x factors latent shifts
+    propagate: np.ndarray  # (I - A)^-1
+    loadings: np.ndarray  # float32, factors x genes
+    baseline: np.ndarray  # float32
+    direct_gene: np.ndarray  # conditions x 2 targeted genes (-1: none)
+    direct_value: np.ndarray  # float32 log-fold up-regulation of those genes
+    shape: np.ndarray  # gene-wise NB shape, 1 / dispersion
+    library_size: tuple[float, float]
+    batch_effects: np.ndarray | None = None  # float32, batches x genes (log scale)
+
+    @classmethod
+    def build(
+        cls,
+        structure: _Structure,
+        targets: _Targets,
+        conditions: _Conditions,
+        direct_effect: float,
+        library_size: tuple[float, float],
+        batch_effects: np.ndarray | None = None,
+    ) -> _CellModel:
+        """The cell model of a drawn structure, targets and conditions."""
+        n_cond, n_programs = conditions.shifts.shape
+        n_targets = len(targets.genes)
+        direct_gene = np.full((n_cond, 2), -1, dtype=np.int64)
+        direct_value = np.zeros((n_cond, 2))
+        for i in range(n_targets):
+            direct_gene[1 + i, 0] = targets.genes[i]
+            direct_value[1 + i, 0] = direct_effect * targets.strength[i]
+        for d, (a, b) in enumerate(conditions.double_pairs):
+            c = 1 + n_targets + d
+            direct_gene[c] = [targets.genes[a], targets.genes[b]]
+            direct_value[c] = direct_effect * targets.strength[[a, b]]
+        return cls(
+            shifts=conditions.shifts,
+            propagate=np.linalg.inv(np.eye(n_programs) - structure.dag),
+            loadings=structure.loadings.astype(np.float32),
+            baseline=structure.baseline.astype(np.float32),
+            direct_gene=direct_gene,
+            direct_value=direct_value.astype(np.float32),
+            shape=1.0 / structure.dispersion,
+            library_size=tuple(library_size),
+            batch_effects=None if batch_effects is None else batch_effects.astype(np.float32),
+        )
+
+    def means(
+        self, rng: np.random.Generator, cond: np.ndarray, batch: np.ndarray | None, out: np.ndarray
+    ) -> np.ndarray:
+        """NB means of cells of conditions ``cond`` (written into ``out``, float32)."""
+        n = cond.size
+        z = rng.standard_normal((n, self.shifts.shape[1]))
+        z += self.shifts[cond]
+        u = (z @ self.propagate).astype(np.float32)
+        eta = np.matmul(u, self.loadings, out=out)
+        eta += self.baseline
+        if self.batch_effects is not None:
+            eta += self.batch_effects[batch]
+        rows = np.arange(n)
+        for slot in range(self.direct_gene.shape[1]):
+            genes = self.direct_gene[cond, slot]
+            has = genes >= 0
+            eta[rows[has], genes[has]] += self.direct_value[cond[has], slot]
+        eta -= eta.max(axis=1, keepdims=True)
+        np.exp(eta, out=eta)
+        library = np.exp(rng.normal(self.library_size[0], self.library_size[1], size=n))
+        eta *= (library / eta.sum(axis=1, dtype=np.float64)).astype(np.float32)[:, None]
+        return eta
+
+    def sample_chunk(
+        self,
+        ws: Workspace,
+        seed: np.random.SeedSequence,
+        cond: np.ndarray,
+        batch: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Counts of one chunk of cells as CSR parts (data, indices, row nnz, X data)."""
+        rng = np.random.default_rng(seed)
+        mu = self.means(rng, cond, batch, ws.eta[: cond.size])
+        idx, data = nb_counts(rng, mu, self.shape, ws)
+        return csr_parts(idx, data, cond.size, mu.shape[1], _TARGET_SUM)
+
+
+def _generate_counts(
+    model: _CellModel,
+    seed: np.random.SeedSequence,
+    cond: np.ndarray,
+    batch: np.ndarray | None,
+    n_jobs: int | None,
+) -> tuple[sparse.csr_matrix, sparse.csr_matrix]:
+    """Counts and log-normalised CSR matrices, generated in chunks of cells."""
+    n_cells, n_genes = cond.size, model.loadings.shape[1]
     chunk = int(np.clip(_CHUNK_ELEMENTS // n_genes, 64, 8192))
     starts = list(range(0, n_cells, chunk))
-    seeds = ss_cells.spawn(len(starts))
-    shape = 1.0 / gene_dispersion
-    args = (
-        shifts,
-        propagate,
-        loadings.astype(np.float32),
-        baseline.astype(np.float32),
-        direct_gene,
-        direct_value.astype(np.float32),
-        shape,
-    )
-
+    seeds = seed.spawn(len(starts))
     local = threading.local()
 
     def run(i: int):
         ws = getattr(local, "ws", None)
         if ws is None:
-            ws = local.ws = _Workspace(min(chunk, n_cells), n_genes)
+            ws = local.ws = Workspace(min(chunk, n_cells), n_genes)
         cells = slice(starts[i], starts[i] + chunk)
-        return _simulate_chunk(
-            ws,
-            seeds[i],
-            cond[cells],
-            *args,
-            tuple(library_size),
-            None if batch is None else batch[cells],
-            None if batch_effects is None else batch_effects.astype(np.float32),
-        )
+        batch_of_cells = None if batch is None else batch[cells]
+        return model.sample_chunk(ws, seeds[i], cond[cells], batch_of_cells)
 
     if n_jobs is None:
         n_jobs = min(4, os.cpu_count() or 1)
-    with _single_threaded_blas():  # threads go to chunks; idle BLAS threads spin
+    with single_threaded_blas():  # threads go to chunks; idle BLAS threads spin
         if n_jobs > 1 and len(starts) > 1:
             with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-                counts, X = _assemble(pool.map(run, range(len(starts))), n_cells, n_genes)
-        else:
-            counts, X = _assemble(map(run, range(len(starts))), n_cells, n_genes)
+                return assemble_csr(pool.map(run, range(len(starts))), n_cells, n_genes)
+        return assemble_csr(map(run, range(len(starts))), n_cells, n_genes)
 
+
+def _cell_table(
+    conditions: _Conditions, cond: np.ndarray, batch: np.ndarray | None, n_batches: int
+) -> pd.DataFrame:
+    """``obs``: guide labels, perturbation type and, with several batches, the batch."""
     obs = pd.DataFrame(
         {
-            "guide_ids": pd.Categorical(np.asarray(labels, dtype=object)[cond]),
+            "guide_ids": pd.Categorical(np.asarray(conditions.labels, dtype=object)[cond]),
             "perturbation_type": pd.Categorical(
-                np.asarray(
-                    ["control"] + ["single"] * n_targets + ["double"] * n_doubles, dtype=object
-                )[cond],
-                categories=["control", "single", "double"],
+                conditions.kinds[cond], categories=["control", "single", "double"]
             ),
         },
-        index=pd.Index([f"cell{i}" for i in range(n_cells)]),
+        index=pd.Index([f"cell{i}" for i in range(cond.size)]),
     )
     if batch is not None:
         names = np.asarray([f"batch{b}" for b in range(n_batches)], dtype=object)
         obs["batch"] = pd.Categorical(names[batch], categories=names)
-    var = pd.DataFrame({"gene_symbols": symbols}, index=pd.Index(var_names))
-    adata = ad.AnnData(X=X, obs=obs, var=var, layers={"counts": counts})
+    return obs
 
-    from scsena.gene_sets import go_term_names
 
+def _ground_truth(
+    structure: _Structure, targets: _Targets, conditions: _Conditions, params: dict
+) -> dict:
+    """The ``uns`` ground truth (without batches)."""
+    factor_terms = structure.factor_terms
     term_names = go_term_names(factor_terms).fillna("").to_numpy(dtype=object)
-    dense_loadings = loading_noise > 0 or loadings.size <= 2_000_000
-    adata.uns[SIMULATION_UNS_KEY] = {
+    loadings = structure.loadings.astype(np.float32)
+    if not (params["loading_noise"] > 0 or loadings.size <= 2_000_000):
+        loadings = sparse.csr_matrix(loadings)
+    n_targets = len(targets.genes)
+    doubles = conditions.labels[1 + n_targets :]
+    return {
         "factor_terms": np.asarray(factor_terms, dtype=object),
         "factor_term_names": np.asarray(term_names, dtype=object),
-        "dag": dag.astype(np.float32),
-        "dag_order": order.astype(np.int64),
-        "loadings": loadings.astype(np.float32)
-        if dense_loadings
-        else sparse.csr_matrix(loadings.astype(np.float32)),
-        "baseline": baseline.astype(np.float32),
-        "dispersion": gene_dispersion.astype(np.float32),
-        "targets": np.asarray(target_sym, dtype=object),
-        "target_ensembl": np.asarray(var_names[targets_local], dtype=object),
-        "target_strength": strength.astype(np.float32),
-        "target_shift": target_shift.astype(np.float32),
+        "dag": structure.dag.astype(np.float32),
+        "dag_order": structure.order.astype(np.int64),
+        "loadings": loadings,
+        "baseline": structure.baseline.astype(np.float32),
+        "dispersion": structure.dispersion.astype(np.float32),
+        "targets": np.asarray(targets.symbols, dtype=object),
+        "target_ensembl": np.asarray(structure.var_names[targets.genes], dtype=object),
+        "target_strength": targets.strength.astype(np.float32),
+        "target_shift": targets.shift.astype(np.float32),
         "target_factors": {
-            str(t): ks.astype(np.int64) for t, ks in zip(target_sym, target_factors)
+            str(t): ks.astype(np.int64) for t, ks in zip(targets.symbols, targets.factors)
         },
         "target_terms": {
             str(t): np.asarray([factor_terms[k] for k in ks], dtype=object)
-            for t, ks in zip(target_sym, target_factors)
+            for t, ks in zip(targets.symbols, targets.factors)
         },
-        "doubles": np.asarray(labels[1 + n_targets :], dtype=object),
+        "doubles": np.asarray(doubles, dtype=object),
         "interaction": {
-            labels[1 + n_targets + d]: interaction[d].astype(np.float32) for d in range(n_doubles)
+            label: conditions.interaction[d].astype(np.float32) for d, label in enumerate(doubles)
         },
         "params": params,
     }
-    if batch is not None:
-        adata.uns[SIMULATION_UNS_KEY]["batches"] = np.asarray(obs["batch"].cat.categories)
-        adata.uns[SIMULATION_UNS_KEY]["batch_effects"] = batch_effects.astype(np.float32)
-    adata.uns["scsena_dataset"] = {
-        "name": "simulated",
-        "heldout": np.asarray(heldout, dtype=object),
-    }
-    return adata
-
-
-def _single_threaded_blas():
-    """Context limiting BLAS to one thread (a no-op without threadpoolctl)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _check_args(p: dict) -> None:
@@ -725,61 +745,3 @@ def _heldout(rng: np.random.Generator, targets: list[str]) -> list[str]:
     """About 10% of the targets (at least one from five targets on) to hold out."""
     n = len(targets) // 10 if len(targets) >= 10 else int(len(targets) >= 5)
     return sorted(rng.choice(targets, size=n, replace=False).tolist()) if n else []
-
-
-class _Growable:
-    """A 1-d buffer filled from the front, grown geometrically when full."""
-
-    def __init__(self, dtype, capacity: int) -> None:
-        self.array = np.empty(max(capacity, 1), dtype=dtype)
-        self.size = 0
-
-    def extend(self, values: np.ndarray) -> None:
-        end = self.size + values.size
-        if end > self.array.size:
-            grown = np.empty(max(end, int(self.array.size * 1.25)), dtype=self.array.dtype)
-            grown[: self.size] = self.array[: self.size]
-            self.array = grown
-        self.array[self.size : end] = values
-        self.size = end
-
-    def finish(self, dtype=None) -> np.ndarray:
-        out = self.array
-        if out.size != self.size:
-            try:  # shrink in place (realloc), no copy of the data
-                out.resize(self.size, refcheck=False)
-            except ValueError:
-                out = out[: self.size].copy()
-        return out if dtype is None else out.astype(dtype, copy=False)
-
-
-def _assemble(parts, n_cells: int, n_genes: int) -> tuple[sparse.csr_matrix, ...]:
-    """Gather chunk parts, in order, into count and log-normalised CSR matrices.
-
-    Parts are copied into the result as they arrive and then released, so memory
-    stays close to the size of the result.
-    """
-    buffers = None
-    row_nnz = []
-    for data, cols, nnz, xdata in parts:
-        if buffers is None:
-            # Cells are in random order: the first chunk predicts the total well.
-            capacity = int(data.size / max(nnz.size, 1) * n_cells * 1.05) + 1024
-            buffers = [_Growable(a.dtype, capacity) for a in (data, cols, xdata)]
-        for buf, values in zip(buffers, (data, cols, xdata)):
-            buf.extend(values)
-        row_nnz.append(nnz)
-        del data, cols, xdata
-    indptr = np.zeros(n_cells + 1, dtype=np.int64)
-    np.cumsum(np.concatenate(row_nnz), out=indptr[1:])
-    idx_dtype = np.int32 if indptr[-1] < np.iinfo(np.int32).max else np.int64
-    data, cols, xdata = (buf.finish() for buf in buffers)
-    cols = cols.astype(idx_dtype, copy=False)
-    indptr = indptr.astype(idx_dtype)
-    shape = (n_cells, n_genes)
-    # Both matrices have the same sparsity pattern: they share the (read-only in
-    # practice) index arrays, which saves a copy of the largest array.
-    counts = sparse.csr_matrix((data, cols, indptr), shape=shape)
-    X = sparse.csr_matrix((xdata, cols, indptr), shape=shape)
-    counts.has_sorted_indices = X.has_sorted_indices = True
-    return counts, X
