@@ -65,9 +65,7 @@ def assignment_recovery(
         },
         index=pd.Index(targets, name="target"),
     )
-    per_target["recovered"] = [
-        match.get(str(assigned[t])) in true_sets[t] for t in targets
-    ]
+    per_target["recovered"] = [match.get(str(assigned[t])) in true_sets[t] for t in targets]
     matching = pd.DataFrame(
         {
             "learned": [learned_names[r] for r in rows],

@@ -120,6 +120,33 @@ def differential_test(
     ``std_effect``, ``statistic``, ``pvalue``, ``fdr``, ``mean_control``,
     ``mean_perturbed``, ``n_cells``, ``n_control``.
     """
+    checked = _checked_inputs(values, labels, terms, term_names, n_genes)
+    values, labels, terms, names, sizes = checked
+    control, ctrl_mean, ctrl_sd = _control_cells(values, labels, control_value)
+    if perturbations is None:
+        perturbations = sorted(set(labels[labels != control_value].tolist()))
+    perturbations = [str(p) for p in perturbations]
+    frames = []
+    for p in perturbations:
+        cells = values[labels == p]
+        if len(cells) == 0:
+            raise ValueError(f"No cells with label {p!r}.")
+        cols = _one(cells, control, ctrl_mean, ctrl_sd)
+        frame = _ranked_frame(cols, terms, names, sizes)
+        frame.insert(0, "perturbation", p)
+        frame["n_cells"] = len(cells)
+        frame["n_control"] = len(control)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=list(DIFFERENTIAL_COLUMNS))
+    out = pd.concat(frames, ignore_index=True)
+    if n_genes is None:
+        out["n_genes"] = pd.array([pd.NA] * len(out), dtype="Int64")
+    return out[list(DIFFERENTIAL_COLUMNS)]
+
+
+def _checked_inputs(values, labels, terms, term_names, n_genes) -> tuple:
+    """``values``, ``labels``, term IDs, names and sizes as arrays of matching lengths."""
     values = np.asarray(values, dtype=np.float64)
     labels = np.asarray(labels, dtype=object)
     terms = [str(t) for t in terms]
@@ -132,42 +159,42 @@ def differential_test(
     sizes = np.full(len(terms), -1) if n_genes is None else np.asarray(n_genes, dtype=np.int64)
     if len(names) != len(terms) or len(sizes) != len(terms):
         raise ValueError("term_names and n_genes must have one entry per term.")
-    is_control = labels == control_value
-    control = values[is_control]
+    return values, labels, terms, names, sizes
+
+
+def _control_cells(
+    values: np.ndarray, labels: np.ndarray, control_value: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The control cells' values, their mean and sample standard deviation per term."""
+    control = values[labels == control_value]
     if len(control) == 0:
         raise ValueError(
             f"No control cells (label {control_value!r}): differential activity compares "
             "each perturbation with control cells."
         )
-    if perturbations is None:
-        perturbations = sorted(set(labels[~is_control].tolist()))
-    perturbations = [str(p) for p in perturbations]
-    ctrl_mean = control.mean(axis=0)
-    ctrl_sd = control.std(axis=0, ddof=1) if len(control) > 1 else np.zeros(len(terms))
-    frames = []
-    for p in perturbations:
-        cells = values[labels == p]
-        if len(cells) == 0:
-            raise ValueError(f"No cells with label {p!r}.")
-        cols = _one(cells, control, ctrl_mean, ctrl_sd)
-        strength = np.nan_to_num(np.abs(cols["std_effect"]), nan=-1.0)
-        tie = np.nan_to_num(np.abs(cols["statistic"]), nan=-1.0)
-        order = np.lexsort((np.arange(len(terms)), -tie, -strength))
-        frame = pd.DataFrame({k: v[order] for k, v in cols.items()})
-        frame.insert(0, "perturbation", p)
-        frame.insert(1, "rank", np.arange(1, len(terms) + 1))
-        frame.insert(2, "term", np.asarray(terms, dtype=object)[order])
-        frame.insert(3, "term_name", np.asarray(names, dtype=object)[order])
-        frame.insert(4, "n_genes", sizes[order])
-        frame["n_cells"] = len(cells)
-        frame["n_control"] = len(control)
-        frames.append(frame)
-    if not frames:
-        return pd.DataFrame(columns=list(DIFFERENTIAL_COLUMNS))
-    out = pd.concat(frames, ignore_index=True)
-    if n_genes is None:
-        out["n_genes"] = pd.array([pd.NA] * len(out), dtype="Int64")
-    return out[list(DIFFERENTIAL_COLUMNS)]
+    n_terms = values.shape[1]
+    ctrl_sd = control.std(axis=0, ddof=1) if len(control) > 1 else np.zeros(n_terms)
+    return control, control.mean(axis=0), ctrl_sd
+
+
+def _ranked_frame(
+    cols: dict[str, np.ndarray], terms: list[str], names: list[str], sizes: np.ndarray
+) -> pd.DataFrame:
+    """One perturbation's columns, strongest change first, with ``rank`` and term columns.
+
+    Ordered by ``|std_effect|`` descending (NaN last), ties by ``|statistic|``, then
+    by term position.
+    """
+    n = len(terms)
+    strength = np.nan_to_num(np.abs(cols["std_effect"]), nan=-1.0)
+    tie = np.nan_to_num(np.abs(cols["statistic"]), nan=-1.0)
+    order = np.lexsort((np.arange(n), -tie, -strength))
+    frame = pd.DataFrame({k: v[order] for k, v in cols.items()})
+    frame.insert(0, "rank", np.arange(1, n + 1))
+    frame.insert(1, "term", np.asarray(terms, dtype=object)[order])
+    frame.insert(2, "term_name", np.asarray(names, dtype=object)[order])
+    frame.insert(3, "n_genes", sizes[order])
+    return frame
 
 
 def rank_genes_groups_uns(results: pd.DataFrame, groupby: str, reference: str, method: str) -> dict:

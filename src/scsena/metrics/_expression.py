@@ -148,8 +148,6 @@ def top_de_genes(
     -------
     Integer positions into ``adata.var_names``, most differentially expressed first.
     """
-    import scanpy as sc
-
     if groupby not in adata.obs:
         raise KeyError(f"{groupby!r} is not a column of adata.obs.")
     labels = adata.obs[groupby].astype(str).to_numpy()
@@ -158,6 +156,22 @@ def top_de_genes(
             raise ValueError(f"No cells with {groupby} == {g!r}.")
     if group == reference:
         raise ValueError("group and reference must differ.")
+    sub = _two_group_copy(adata, groupby, labels, group, reference, layer)
+    scores = _rank_genes_quietly(sub, groupby, group, reference, method)
+    by_gene = np.full(adata.n_vars, -np.inf)
+    by_gene[scores.index.to_numpy()] = np.where(np.isnan(scores), -np.inf, scores)
+    order = np.argsort(-by_gene, kind="stable")
+    return order[: min(int(n_genes), adata.n_vars)].astype(np.intp)
+
+
+def _two_group_copy(
+    adata: AnnData, groupby: str, labels: np.ndarray, group: str, reference: str, layer
+) -> AnnData:
+    """A light AnnData of the cells of ``group`` and ``reference`` only (float64).
+
+    Genes are named by position, which keeps the mapping back robust to duplicated
+    gene names; ``uns["log1p"]``'s base is passed on to scanpy.
+    """
     keep = (labels == group) | (labels == reference)
     x = adata.layers[layer] if layer is not None else adata.X
     x = x[keep]
@@ -167,12 +181,20 @@ def top_de_genes(
             {groupby: pd.Categorical(labels[keep], categories=[group, reference])},
             index=np.arange(int(keep.sum())).astype(str),
         ),
-        # Positional var names make the mapping back robust to duplicated gene names.
         var=pd.DataFrame(index=np.arange(adata.n_vars).astype(str)),
     )
     log1p = adata.uns.get("log1p")
     if isinstance(log1p, Mapping):
         sub.uns["log1p"] = {"base": log1p.get("base")}
+    return sub
+
+
+def _rank_genes_quietly(
+    sub: AnnData, groupby: str, group: str, reference: str, method: str
+) -> pd.Series:
+    """``|score|`` of every gene of ``sub`` (indexed by gene position), scanpy silenced."""
+    import scanpy as sc
+
     key = "scsena_top_de"
     verbosity = sc.settings.verbosity
     try:
@@ -187,7 +209,7 @@ def top_de_genes(
                 groups=[group],
                 reference=reference,
                 method=method,
-                n_genes=adata.n_vars,
+                n_genes=sub.n_vars,
                 use_raw=False,
                 key_added=key,
             )
@@ -195,11 +217,7 @@ def top_de_genes(
         sc.settings.verbosity = verbosity
     res = sub.uns[key]
     names = np.asarray(res["names"][group]).astype(int)
-    scores = np.abs(np.asarray(res["scores"][group], dtype=np.float64))
-    by_gene = np.full(adata.n_vars, -np.inf)
-    by_gene[names] = np.where(np.isnan(scores), -np.inf, scores)
-    order = np.argsort(-by_gene, kind="stable")
-    return order[: min(int(n_genes), adata.n_vars)].astype(np.intp)
+    return pd.Series(np.abs(np.asarray(res["scores"][group], dtype=np.float64)), index=names)
 
 
 def l2_top_expressed(pred, real, control, n_genes: int = 1000) -> float:
@@ -294,6 +312,7 @@ def spread_ratio(pred, real) -> float:
     -------
     The ratio (NaN when the observed cells do not vary).
     """
+
     def total_var(x) -> float:
         x = x.toarray() if sparse.issparse(x) else np.asarray(x, dtype=np.float64)
         return float(np.var(x, axis=0).sum()) if x.shape[0] > 1 else float("nan")
