@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import tarfile
 import tempfile
+import urllib.request
 from pathlib import Path
 from urllib.error import URLError
-from urllib.request import urlopen
 
 from tqdm.auto import tqdm
 
@@ -92,16 +92,7 @@ def download_tar_member(
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        response = urlopen(url, timeout=timeout)
-    except (URLError, OSError) as err:
-        raise ConnectionError(f"Could not download {url}: {err}") from err
-    total = None
-    headers = getattr(response, "headers", None)
-    length = headers.get("Content-Length") if headers is not None else None
-    if length is not None and str(length).isdigit():
-        total = int(length)
-    found = False
+    response = _open_url(url, timeout)
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -109,7 +100,7 @@ def download_tar_member(
         with (
             response,
             tqdm(
-                total=total,
+                total=_content_length(response),
                 unit="B",
                 unit_scale=True,
                 unit_divisor=1024,
@@ -117,16 +108,7 @@ def download_tar_member(
                 disable=not progress,
             ) as bar,
         ):
-            stream = _ProgressReader(response, bar)
-            with tarfile.open(fileobj=stream, mode="r|*") as tar:
-                for info in tar:
-                    if info.isfile() and _member_matches(info.name, member):
-                        src = tar.extractfile(info)
-                        with open(tmp, "wb") as out:
-                            while chunk := src.read(_CHUNK):
-                                out.write(chunk)
-                        found = True
-                        break
+            found = _extract_member(_ProgressReader(response, bar), member, tmp)
         if not found:
             raise FileNotFoundError(f"{url} has no member {member!r}.")
         os.replace(tmp, dest)
@@ -136,6 +118,36 @@ def download_tar_member(
         if tmp.exists():
             tmp.unlink()
     return dest
+
+
+def _open_url(url: str, timeout: float):
+    """Open ``url`` for reading, as a :class:`ConnectionError` when that fails."""
+    try:
+        return urllib.request.urlopen(url, timeout=timeout)
+    except (URLError, OSError) as err:
+        raise ConnectionError(f"Could not download {url}: {err}") from err
+
+
+def _content_length(response) -> int | None:
+    """The announced size of a response in bytes, when known."""
+    headers = getattr(response, "headers", None)
+    length = headers.get("Content-Length") if headers is not None else None
+    if length is not None and str(length).isdigit():
+        return int(length)
+    return None
+
+
+def _extract_member(stream, member: str, out_path: Path) -> bool:
+    """Copy ``member`` of the tar ``stream`` to ``out_path``; whether it was found."""
+    with tarfile.open(fileobj=stream, mode="r|*") as tar:
+        for info in tar:
+            if info.isfile() and _member_matches(info.name, member):
+                src = tar.extractfile(info)
+                with open(out_path, "wb") as out:
+                    while chunk := src.read(_CHUNK):
+                        out.write(chunk)
+                return True
+    return False
 
 
 def fetch_tar_member(

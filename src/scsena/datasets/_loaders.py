@@ -21,6 +21,7 @@ from scipy import sparse
 
 from scsena._constants import NORMAN_HELDOUT
 from scsena.data import normalise_labels
+from scsena.gene_sets import map_gene_ids
 
 from ._download import CPA_BINARIES_URL, NORMAN2019_MEMBER, fetch_tar_member
 
@@ -72,8 +73,6 @@ def _looks_ensembl(names: pd.Index) -> bool:
 
 def _annotate_genes(adata: ad.AnnData, info: dict) -> None:
     """Add ``var["gene_symbols"]`` and, for symbol var_names, ``var["ensembl_id"]``."""
-    from scsena.gene_sets import map_gene_ids
-
     names = adata.var_names.astype(str)
     if _looks_ensembl(names):
         info["var_names"] = "ensembl"
@@ -192,32 +191,14 @@ def norman2019(
     """
     what = "Norman 2019"
     if path is None:
-        path = fetch_tar_member(
-            url,
-            NORMAN2019_MEMBER,
-            Path(NORMAN2019_MEMBER).name,
-            cache_dir=cache_dir,
-            progress=progress,
-            how_to_offline=(
-                "Download the archive on a connected machine, extract "
-                f"{NORMAN2019_MEMBER} and pass it with `norman2019(path=...)` (or copy it "
-                "into the cache directory, set by `cache_dir` or $SCSENA_CACHE_DIR)."
-            ),
-        )
+        path = _cached_norman_file(url, cache_dir, progress)
     adata = _read_h5ad(
         path,
         what,
         "Pass the path of CPA's Norman2019_raw.h5ad or of pertpy's norman_2019 file, or "
         "call `norman2019()` without a path to use the download cache.",
     )
-    column = next((c for c in _NORMAN_LAYOUTS if c in adata.obs.columns), None)
-    if column is None:
-        raise _missing_columns_error(
-            adata,
-            what,
-            "obs['guide_ids'] (CPA layout: '' control, 'A,B') or obs['perturbation_name'] "
-            "(pertpy layout: 'control', 'A+B')",
-        )
+    column = _norman_label_column(adata, what)
     layout, control_value, delimiter = _NORMAN_LAYOUTS[column]
     adata.obs[LABEL_KEY] = _to_canonical(adata.obs[column], control_value, delimiter)
     info: dict = {"name": "norman2019", "layout": layout, "label_key": column}
@@ -226,6 +207,37 @@ def norman2019(
     adata.uns[DATASET_UNS_KEY] = info
     _warn_if_counts(adata, what)
     return adata
+
+
+def _cached_norman_file(
+    url: str, cache_dir: str | os.PathLike | None, progress: bool
+) -> Path:
+    """CPA's Norman 2019 file from the cache, downloaded on first use."""
+    return fetch_tar_member(
+        url,
+        NORMAN2019_MEMBER,
+        Path(NORMAN2019_MEMBER).name,
+        cache_dir=cache_dir,
+        progress=progress,
+        how_to_offline=(
+            "Download the archive on a connected machine, extract "
+            f"{NORMAN2019_MEMBER} and pass it with `norman2019(path=...)` (or copy it "
+            "into the cache directory, set by `cache_dir` or $SCSENA_CACHE_DIR)."
+        ),
+    )
+
+
+def _norman_label_column(adata: ad.AnnData, what: str) -> str:
+    """The label column of a known Norman 2019 layout (see ``_NORMAN_LAYOUTS``)."""
+    column = next((c for c in _NORMAN_LAYOUTS if c in adata.obs.columns), None)
+    if column is None:
+        raise _missing_columns_error(
+            adata,
+            what,
+            "obs['guide_ids'] (CPA layout: '' control, 'A,B') or obs['perturbation_name'] "
+            "(pertpy layout: 'control', 'A+B')",
+        )
+    return column
 
 
 def wessel2023_hek293(path: str | os.PathLike) -> ad.AnnData:
