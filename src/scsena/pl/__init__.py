@@ -16,14 +16,10 @@ Examples
 >>> pl.training_curves(model)
 """
 
-from ._plots import (
-    causal_graph,
-    differential_activity,
-    pathway_activity,
-    predicted_vs_real,
-    top_bps,
-    training_curves,
-)
+from ._activity import differential_activity, pathway_activity, top_bps
+from ._expression import predicted_vs_real
+from ._graph import causal_graph
+from ._training import training_curves
 
 __all__ = [
     "causal_graph",
@@ -36,5 +32,5 @@ __all__ = [
 
 
 def __dir__() -> list[str]:
-    """Only the plotting functions (not the private module that holds them)."""
+    """Only the plotting functions (not the private modules that hold them)."""
     return sorted(__all__)

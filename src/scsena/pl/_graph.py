@@ -1,0 +1,288 @@
+"""The latent DAG with the perturbation targets acting on each factor."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import networkx as nx
+import numpy as np
+from matplotlib.lines import Line2D
+
+from ._common import finish, new_axes
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from scsena.model import SENAVAE
+
+#: Fill colours of factors with and without perturbation targets.
+_PERTURBED_FILL, _PLAIN_FILL = "#fdd49e", "#d9d9d9"
+
+
+def _layered_layout(graph: nx.DiGraph) -> dict:
+    """Columns by longest-path depth (edges flow left to right); isolated factors in a row below.
+
+    A factor's column is the length of the longest directed path ending at it, so
+    every edge goes to a column further right; within a column, factors are ordered
+    by the mean height of their parents. Factors without edges get a row of their own
+    under the graph.
+    """
+    if not nx.is_directed_acyclic_graph(graph):
+        raise ValueError("The graph has a cycle: use layout='spring' to draw it.")
+    isolated = [v for v in graph if graph.degree(v) == 0]
+    depth: dict = {}
+    for v in nx.topological_sort(graph):
+        if v in isolated:
+            continue
+        depth[v] = max((depth[u] + 1 for u in graph.predecessors(v)), default=0)
+        graph.nodes[v]["layer"] = depth[v]
+    pos: dict = {}
+    for layer in range(max(depth.values(), default=-1) + 1):
+        nodes = [v for v in depth if depth[v] == layer]
+        bary = {
+            v: np.mean([pos[u][1] for u in graph.predecessors(v)]) if layer else 0.0 for v in nodes
+        }
+        nodes.sort(key=lambda v: (-bary[v], str(v)))
+        for i, v in enumerate(nodes):
+            pos[v] = np.array([float(layer), (len(nodes) - 1) / 2 - i])
+    bottom = min((p[1] for p in pos.values()), default=0.0) - (1.2 if pos else 0.0)
+    for i, v in enumerate(isolated):
+        graph.nodes[v]["layer"] = None
+        pos[v] = np.array([float(i), bottom])
+    return pos
+
+
+def _edge_rad(pos: dict, u, v, clearance: float) -> float:
+    """Curvature (matplotlib ``arc3`` rad) of the edge ``u -> v`` that passes no other node.
+
+    Tries a straight line, then arcs bending more and more to either side; the
+    path is the quadratic Bezier curve ``arc3`` draws (exact with equal axis scales).
+    """
+    p0, p2 = np.asarray(pos[u], float), np.asarray(pos[v], float)
+    others = np.array([p for w, p in pos.items() if w not in (u, v)], dtype=float)
+    if not len(others):
+        return 0.0
+    t = np.linspace(0.05, 0.95, 60)[:, None]
+    d = p2 - p0
+    for rad in (0.0, 0.2, -0.2, 0.35, -0.35, 0.5, -0.5, 0.7, -0.7, 0.9, -0.9):
+        ctrl = (p0 + p2) / 2 + rad * np.array([d[1], -d[0]])
+        curve = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * ctrl + t**2 * p2
+        gap = np.linalg.norm(curve[:, None, :] - others[None, :, :], axis=2).min()
+        if gap > clearance:
+            return rad
+    return 0.9
+
+
+def _targets_table(graph: nx.DiGraph, width: int) -> str:
+    """One line (wrapped at ``width``) per perturbed factor: ``z3: A, B, C``."""
+    rows = []
+    for v in graph:
+        ts = graph.nodes[v]["targets"]
+        if ts:
+            rows.append(
+                textwrap.fill(
+                    ", ".join(ts), width=width, initial_indent=f"{v}: ", subsequent_indent="    "
+                )
+            )
+    return "\n".join(rows)
+
+
+def _factor_graph(
+    model: SENAVAE, threshold: float, temperature: float, hide_isolated: bool
+) -> nx.DiGraph:
+    """Factors ``z0 ...`` (with their ``targets``) and the DAG's edges (with their ``weight``)."""
+    edges = model.get_causal_graph(threshold=threshold)
+    targets = model.get_intervention_targets(temperature=temperature)
+    by_factor: dict[str, list[str]] = {}
+    for target, latent in targets["latent"].items():
+        by_factor.setdefault(str(latent), []).append(str(target))
+    graph = nx.DiGraph()
+    for i in range(model.n_latent):
+        name = f"z{i}"
+        graph.add_node(name, targets=sorted(by_factor.get(name, [])))
+    for src, dst, w in edges[["source", "target", "weight"]].itertuples(index=False):
+        graph.add_edge(str(src), str(dst), weight=float(w))
+    if hide_isolated:
+        graph.remove_nodes_from(
+            [v for v in list(graph) if graph.degree(v) == 0 and not graph.nodes[v]["targets"]]
+        )
+    return graph
+
+
+def _node_positions(graph: nx.DiGraph, layout: str, seed: int) -> dict:
+    """Factor positions of the ``"layered"`` or ``"spring"`` layout."""
+    if layout == "layered":
+        return _layered_layout(graph) if len(graph) else {}
+    if layout == "spring":
+        return nx.spring_layout(graph, seed=seed) if len(graph) else {}
+    raise ValueError(f"layout must be 'layered' or 'spring', got {layout!r}.")
+
+
+def _graph_figsize(pos: dict, layout: str, table: str, targets_width: int) -> tuple[float, float]:
+    """Figure size fitting the layout's extent and the target table beside it."""
+    if pos:
+        xy = np.array(list(pos.values()))
+        span_x, span_y = np.ptp(xy[:, 0]) + 1, np.ptp(xy[:, 1]) + 1
+    else:
+        span_x = span_y = 1.0
+    scale = 0.9 if layout == "layered" else 4.0 / max(span_x, span_y)
+    table_w = 0.075 * min(targets_width + 6, max((len(x) for x in table.split("\n")), default=0))
+    return (max(3.0, scale * span_x + 1) + table_w, max(3.0, scale * span_y + 1.2))
+
+
+def _draw_factors(ax: Axes, graph: nx.DiGraph, pos: dict, node_size: float) -> None:
+    """Factors as circles (perturbed ones highlighted), named ``z0 ...``."""
+    nodes = list(graph)
+    nx.draw_networkx_nodes(
+        graph,
+        pos,
+        nodelist=nodes,
+        node_color=[_PERTURBED_FILL if graph.nodes[v]["targets"] else _PLAIN_FILL for v in nodes],
+        edgecolors="black",
+        linewidths=0.5,
+        node_size=node_size,
+        ax=ax,
+    )
+    nx.draw_networkx_labels(graph, pos, labels={v: v for v in nodes}, font_size=8, ax=ax)
+
+
+def _draw_edges(
+    ax: Axes,
+    graph: nx.DiGraph,
+    pos: dict,
+    layout: str,
+    colors: tuple[str, str],
+    node_size: float,
+) -> None:
+    """Edges as arrows coloured by sign, as wide as ``|weight|``, bent around other factors."""
+    edge_list = list(graph.edges(data="weight"))
+    if not edge_list:
+        return
+    wmax = max(abs(w) for *_, w in edge_list)
+    by_rad: dict[float, list] = {}
+    for u, v, w in edge_list:
+        rad = _edge_rad(pos, u, v, 0.3) if layout == "layered" else 0.1
+        by_rad.setdefault(rad, []).append((u, v, w))
+    for rad, group in by_rad.items():
+        nx.draw_networkx_edges(
+            graph,
+            pos,
+            edgelist=[(u, v) for u, v, _ in group],
+            edge_color=[colors[0] if w > 0 else colors[1] for *_, w in group],
+            width=[0.5 + 3.0 * abs(w) / wmax for *_, w in group],
+            arrows=True,
+            arrowstyle="-|>",
+            arrowsize=12,
+            node_size=node_size,
+            connectionstyle=f"arc3,rad={rad}",
+            ax=ax,
+        )
+
+
+def _graph_legend(ax: Axes, colors: tuple[str, str], table: str) -> None:
+    """Legend of the edge signs and of perturbed factors, and the target table above it."""
+    if table:
+        ax.text(
+            1.02,
+            1.0,
+            "targets acting on each factor\n" + table,
+            transform=ax.transAxes,
+            ha="left",
+            va="top",
+            fontsize=7,
+            family="monospace",
+            color="#7f2704",
+        )
+    perturbed = Line2D(
+        [], [], marker="o", ls="", mfc=_PERTURBED_FILL, mec="black", label="perturbed factor"
+    )
+    ax.legend(
+        handles=[
+            Line2D([], [], color=colors[0], label="positive edge"),
+            Line2D([], [], color=colors[1], label="negative edge"),
+            perturbed,
+        ],
+        loc="lower left" if table else "upper left",
+        bbox_to_anchor=(1.02, 0.0) if table else (1.0, 1.0),
+        frameon=False,
+        fontsize=8,
+    )
+
+
+def causal_graph(
+    model: SENAVAE,
+    threshold: float = 0.1,
+    ax: Axes | None = None,
+    label_targets: bool = True,
+    temperature: float = 1000.0,
+    layout: Literal["layered", "spring"] = "layered",
+    hide_isolated: bool = False,
+    targets_width: int = 40,
+    node_size: float = 600,
+    colors: tuple[str, str] = ("tab:red", "tab:blue"),
+    seed: int = 0,
+    save: str | Path | None = None,
+    show: bool = False,
+) -> Axes:
+    """The learned latent DAG, with the perturbation targets mapped to each factor.
+
+    Edges come from :meth:`~scsena.SENAVAE.get_causal_graph` (``|weight| >=
+    threshold``); their colour gives the sign, their width ``|weight|``. Factors that
+    perturbations act on (:meth:`~scsena.SENAVAE.get_intervention_targets`) are
+    highlighted; a table beside the graph lists every target acting on each factor.
+
+    Parameters
+    ----------
+    model
+        Trained model.
+    threshold
+        Minimum ``|weight|`` of an edge drawn.
+    ax
+        Axes to draw into.
+    label_targets
+        List the targets mapped to each factor beside the graph (all of them,
+        wrapped).
+    temperature
+        Temperature of the perturbation -> factor assignment (reference 1000).
+    layout
+        ``"layered"``: factors in columns by DAG order (a factor's column is the
+        length of the longest path ending at it, so edges flow left to right), edges
+        bent around the factors they would cross, factors without edges in a row of
+        their own below; ``"spring"``: force-directed.
+    hide_isolated
+        Leave out factors without edges and targets.
+    targets_width
+        Wrap each factor's line of the target table at this many characters.
+    node_size
+        Marker area of the factors.
+    colors
+        Colours of positive and negative edges.
+    seed
+        Seed of the spring layout.
+    save, show
+        Path to save the figure to, whether to show it.
+
+    Returns
+    -------
+    The Axes; the graph itself is in ``ax.scsena_graph`` (a
+    :class:`networkx.DiGraph` with ``weight`` on edges and ``targets`` on nodes) and
+    the node positions in ``ax.scsena_pos``.
+    """
+    graph = _factor_graph(model, threshold, temperature, hide_isolated)
+    pos = _node_positions(graph, layout, seed)
+    table = _targets_table(graph, targets_width) if label_targets else ""
+    ax = new_axes(ax, _graph_figsize(pos, layout, table, targets_width))
+    _draw_factors(ax, graph, pos, node_size)
+    _draw_edges(ax, graph, pos, layout, colors, node_size)
+    _graph_legend(ax, colors, table)
+    if layout == "layered":
+        ax.set_aspect("equal", adjustable="datalim")
+    ax.margins(x=0.12, y=0.15)
+    ax.set_title(f"Latent DAG (|weight| >= {threshold:g})")
+    ax.set_axis_off()
+    ax.scsena_graph = graph
+    ax.scsena_pos = pos
+    finish(ax.figure, save, show)
+    return ax
