@@ -7,6 +7,8 @@ class _RegistryKeys(NamedTuple):
     X_KEY: str = "X"
     PERTURBATION_KEY: str = "perturbation"
     MASK_KEY: str = "gene_set_mask"
+    BATCH_KEY: str = "batch"
+    CAT_COVS_KEY: str = "extra_categorical_covs"
 
 
 class _TensorKeys(NamedTuple):
@@ -14,6 +16,7 @@ class _TensorKeys(NamedTuple):
     Y: str = "y"
     CODES: str = "codes"
     INDEX: str = "index"
+    COVARIATES: str = "covariates"
 
 
 class _AnnDataKeys(NamedTuple):

@@ -35,7 +35,14 @@ from ._perturbations import (
 )
 from ._validation import check_expression, warn_constant_genes
 
-_FIELDS = ("GeneSetMaskField", "PerturbationField", "mask_from_state", "targets_from_state")
+_FIELDS = (
+    "GeneSetMaskField",
+    "PerturbationField",
+    "covariate_category_counts",
+    "covariate_fields",
+    "mask_from_state",
+    "targets_from_state",
+)
 
 __all__ = [
     "CANONICAL_CONTROL",

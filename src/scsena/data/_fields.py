@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import rich.table
 from anndata import AnnData
-from scvi.data.fields import BaseAnnDataField
+from scvi.data.fields import BaseAnnDataField, CategoricalJointObsField, CategoricalObsField
 from scvi.data.fields._uns_field import BaseUnsField
 
 from scsena._constants import REGISTRY_KEYS
@@ -192,3 +192,74 @@ def mask_from_state(state_registry: dict) -> GeneSetMask:
 def targets_from_state(state_registry: dict) -> list[str]:
     """The single targets kept in a state registry."""
     return [str(t) for t in np.asarray(state_registry["targets"]).tolist()]
+
+
+def _check_covariate_column(adata: AnnData, key, role: str) -> None:
+    """A covariate column exists and has no missing values (else a clear error)."""
+    if not isinstance(key, str) or key not in adata.obs.columns:
+        raise KeyError(
+            f"{role} {key!r} is not a column of adata.obs; columns present: "
+            f"{list(adata.obs.columns)[:20]}."
+        )
+    missing = int(adata.obs[key].isna().sum())
+    if missing:
+        raise ValueError(
+            f"adata.obs[{key!r}] ({role}) has {missing} missing values; fill them (e.g. "
+            f"`adata.obs[{key!r}] = adata.obs[{key!r}].astype(str)`) or drop those cells."
+        )
+
+
+def covariate_fields(
+    adata: AnnData,
+    batch_key: str | None = None,
+    categorical_covariate_keys: list[str] | None = None,
+) -> list[BaseAnnDataField]:
+    """scvi-tools fields for the batch and the categorical covariates, checked.
+
+    Parameters
+    ----------
+    adata
+        The AnnData being set up.
+    batch_key
+        Column of ``adata.obs`` with each cell's batch (lane, donor, replicate ...).
+    categorical_covariate_keys
+        Further categorical columns of ``adata.obs`` the decoder is conditioned on.
+
+    Returns
+    -------
+    A :class:`~scvi.data.fields.CategoricalObsField` for the batch (registered as
+    ``"batch"``) and a :class:`~scvi.data.fields.CategoricalJointObsField` for the
+    covariates, each only when given.
+    """
+    if isinstance(categorical_covariate_keys, str):
+        raise TypeError(
+            "categorical_covariate_keys must be a list of column names, e.g. "
+            f"[{categorical_covariate_keys!r}]."
+        )
+    fields: list[BaseAnnDataField] = []
+    if batch_key is not None:
+        _check_covariate_column(adata, batch_key, "batch_key")
+        fields.append(CategoricalObsField(REGISTRY_KEYS.BATCH_KEY, batch_key))
+    keys = list(categorical_covariate_keys or [])
+    for key in keys:
+        _check_covariate_column(adata, key, "categorical_covariate_keys")
+    if batch_key is not None and batch_key in keys:
+        raise ValueError(
+            f"{batch_key!r} is both the batch_key and a categorical covariate; give it once."
+        )
+    if keys:
+        fields.append(CategoricalJointObsField(REGISTRY_KEYS.CAT_COVS_KEY, keys))
+    return fields
+
+
+def covariate_category_counts(registry: dict) -> list[int]:
+    """Categories of each registered covariate (the batch first) in a model registry."""
+    fields = registry["field_registries"]
+    counts = []
+    batch = fields.get(REGISTRY_KEYS.BATCH_KEY)
+    if batch:
+        counts.append(len(batch["state_registry"][CategoricalObsField.CATEGORICAL_MAPPING_KEY]))
+    covs = fields.get(REGISTRY_KEYS.CAT_COVS_KEY)
+    if covs:
+        counts += [int(n) for n in covs["state_registry"][CategoricalJointObsField.N_CATS_PER_KEY]]
+    return counts

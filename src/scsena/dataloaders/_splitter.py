@@ -102,15 +102,74 @@ class PerturbationDataSplitter:
         """Positions of the control cells (the starting states)."""
         return np.flatnonzero(self.folds == FOLD_CONTROL)
 
+    def _registered(self, key: str) -> bool:
+        return key in self.adata_manager.data_registry
+
+    @cached_property
+    def batches(self) -> np.ndarray | None:
+        """Every cell's batch code (``setup_anndata(batch_key=...)``); ``None`` without."""
+        if not self._registered(REGISTRY_KEYS.BATCH_KEY):
+            return None
+        codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.BATCH_KEY)
+        return np.asarray(codes).ravel().astype(np.int64)
+
+    @property
+    def batch_categories(self) -> list[str] | None:
+        """The batch names, in code order; ``None`` without a registered batch."""
+        if not self._registered(REGISTRY_KEYS.BATCH_KEY):
+            return None
+        state = self.adata_manager.get_state_registry(REGISTRY_KEYS.BATCH_KEY)
+        return [str(c) for c in state.categorical_mapping]
+
+    @cached_property
+    def covariates(self) -> np.ndarray | None:
+        """Every cell's categorical covariate codes, batch first: ``(n_cells, k)``.
+
+        ``None`` when neither a batch nor categorical covariates were registered.
+        """
+        parts = []
+        if self.batches is not None:
+            parts.append(self.batches[:, None])
+        if self._registered(REGISTRY_KEYS.CAT_COVS_KEY):
+            codes = self.adata_manager.get_from_registry(REGISTRY_KEYS.CAT_COVS_KEY)
+            parts.append(np.asarray(codes).astype(np.int64).reshape(self.adata.n_obs, -1))
+        return np.concatenate(parts, axis=1) if parts else None
+
+    def _partners(self, cells: np.ndarray, control: np.ndarray, seed: int) -> np.ndarray:
+        """One control partner per cell; with a batch, from the cell's own batch."""
+        if self.batches is None:
+            return draw_control_partners(len(cells), control, seed)
+        batches, names = self.batches, self.batch_categories
+        missing = np.setdiff1d(batches[cells], batches[control])
+        if len(missing):
+            name = names[int(missing[0])]
+            n = int((batches[cells] == missing[0]).sum())
+            raise ValueError(
+                f"Batch {name!r} has {n} perturbed cells but no control cell: each perturbed "
+                "cell is paired with a control cell of its own batch. Remove that batch's "
+                "cells, or merge it with another batch in the batch column, then set up again."
+            )
+        return draw_control_partners(
+            len(cells), control, seed, groups=batches[cells], control_groups=batches[control]
+        )
+
     def fold_dataset(self, folds: Sequence[str], seed: int) -> PairedPerturbationDataset:
-        """The cells of ``folds``, each paired with a control cell drawn with ``seed``."""
+        """The cells of ``folds``, each paired with a control cell drawn with ``seed``.
+
+        With a registered batch, the partner comes from the cell's own batch, and the
+        dataset serves the partner's covariate codes (its batch, then the categorical
+        covariates) for the decoder.
+        """
         control = self.control_indices()
         if len(control) == 0:
             raise ValueError("No control cells in the data: they are the starting states.")
         cells = np.flatnonzero(np.isin(self.folds, list(folds)))
-        partners = draw_control_partners(len(cells), control, seed)
+        partners = self._partners(cells, control, seed)
         codes = self.perturbations.codes[cells]
-        return PairedPerturbationDataset(self.expression, cells, partners, codes, self.dtype)
+        covariates = None if self.covariates is None else self.covariates[partners]
+        return PairedPerturbationDataset(
+            self.expression, cells, partners, codes, self.dtype, covariates=covariates
+        )
 
     def data_module(
         self,

@@ -25,6 +25,8 @@ from scsena.data import (
     GeneSetMaskField,
     PerturbationField,
     check_expression,
+    covariate_category_counts,
+    covariate_fields,
     mask_from_state,
     rna_modality,
     targets_from_state,
@@ -62,6 +64,48 @@ def _check_gene_order(data_genes: pd.Index, model_genes: Sequence[str]) -> None:
         f"data {len(data)} ({shared} shared). Subset and order the data as the model: "
         "`adata = adata[:, model.var_names].copy()`, then set it up again."
     )
+
+
+def _check_names_and_layer(adata: ad.AnnData, layer: str | None) -> None:
+    """Unique gene and cell names, and an existing layer (else a clear error)."""
+    if adata.var_names.has_duplicates:
+        dup = adata.var_names[adata.var_names.duplicated()][:5].tolist()
+        raise ValueError(
+            f"adata.var_names has duplicates (e.g. {dup}); make them unique with "
+            "`adata.var_names_make_unique()` or aggregate duplicated genes."
+        )
+    if adata.obs_names.has_duplicates:
+        dup = adata.obs_names[adata.obs_names.duplicated()][:5].tolist()
+        raise ValueError(
+            f"adata.obs_names has duplicates (e.g. {dup}): cells, and the control cells "
+            "predictions start from, would be ambiguous. Make them unique with "
+            "`adata.obs_names_make_unique()`."
+        )
+    if layer is not None and layer not in adata.layers:
+        raise KeyError(
+            f"Layer {layer!r} not found in adata.layers; layers present: "
+            f"{list(adata.layers.keys())}. Pass one of them, or layer=None for adata.X."
+        )
+
+
+def _register_mask(adata, gene_sets, min_genes, mask_key, keep_terms, kwargs) -> None:
+    """Build the gene-set mask into ``adata.uns[mask_key]`` (or check the one there)."""
+    source_registry = kwargs.get("source_registry")
+    if mask_key in adata.uns and not (
+        isinstance(adata.uns[mask_key], Mapping) and "format" in adata.uns[mask_key]
+    ):
+        raise ValueError(
+            f"adata.uns[{mask_key!r}] exists and is not a scsena gene-set mask; pass "
+            "another `mask_key`."
+        )
+    if gene_sets is not None and source_registry is None:
+        mask = gs.build_mask(adata.var_names, gene_sets, min_genes=min_genes, keep_terms=keep_terms)
+        adata.uns[mask_key] = mask.to_uns()
+    elif gene_sets is None and mask_key not in adata.uns and source_registry is None:
+        raise ValueError(
+            f"gene_sets=None reuses adata.uns[{mask_key!r}], which is absent; pass "
+            "gene sets (e.g. gene_sets='go_bp_sena')."
+        )
 
 
 #: The reference (SENA paper) settings of ``SENAVAE.train``.
@@ -224,6 +268,7 @@ class SENAVAE(
                 n_latent=n_latent,
                 encoder=encoder,
                 sena_lambda=sena_lambda,
+                n_cats_per_covariate=covariate_category_counts(self.registry_),
                 **network,
             ).to(self._dtype)
         self.heldout_: list[str] = []
@@ -272,6 +317,8 @@ class SENAVAE(
         min_genes: int = 5,
         mask_key: str = ADATA_KEYS.MASK,
         keep_terms: Sequence[str] | None = None,
+        batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
         **kwargs,
     ) -> None:
         """Register the expression, the perturbation column and the gene-set mask.
@@ -308,6 +355,17 @@ class SENAVAE(
         keep_terms
             Term ids kept whatever their size among ``var_names`` (at least one gene),
             e.g. ``["GO:0060333"]``.
+        batch_key
+            Column of ``adata.obs`` with each cell's batch (lane, gem group, donor,
+            replicate). As in scVI, the decoder is conditioned on the batch; in
+            addition each perturbed cell is paired with a control cell of its own batch
+            (every batch needs control cells), and predictions start from control cells
+            of a batch of your choice (``predict_perturbation(batch=...)``). The
+            encoder, hence pathway activities and latent factors, stays batch-free.
+        categorical_covariate_keys
+            Further categorical columns of ``adata.obs`` the decoder is conditioned on
+            (e.g. a cell-cycle phase); predictions keep each starting control cell's
+            values.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
@@ -316,49 +374,16 @@ class SENAVAE(
         if not isinstance(gene_sets, (str, type(None))):
             # keep the registry light: the mask itself is kept by the mask field
             args["gene_sets"] = str(gene_sets) if isinstance(gene_sets, Path) else None
-        if adata.var_names.has_duplicates:
-            dup = adata.var_names[adata.var_names.duplicated()][:5].tolist()
-            raise ValueError(
-                f"adata.var_names has duplicates (e.g. {dup}); make them unique with "
-                "`adata.var_names_make_unique()` or aggregate duplicated genes."
-            )
-        if adata.obs_names.has_duplicates:
-            dup = adata.obs_names[adata.obs_names.duplicated()][:5].tolist()
-            raise ValueError(
-                f"adata.obs_names has duplicates (e.g. {dup}): cells, and the control cells "
-                "predictions start from, would be ambiguous. Make them unique with "
-                "`adata.obs_names_make_unique()`."
-            )
-        if layer is not None and layer not in adata.layers:
-            raise KeyError(
-                f"Layer {layer!r} not found in adata.layers; layers present: "
-                f"{list(adata.layers.keys())}. Pass one of them, or layer=None for adata.X."
-            )
+        _check_names_and_layer(adata, layer)
         matrix = adata.X if layer is None else adata.layers[layer]
         check_expression(matrix, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
         warn_constant_genes(matrix)
-        source_registry = kwargs.get("source_registry")
-        if mask_key in adata.uns and not (
-            isinstance(adata.uns[mask_key], Mapping) and "format" in adata.uns[mask_key]
-        ):
-            raise ValueError(
-                f"adata.uns[{mask_key!r}] exists and is not a scsena gene-set mask; pass "
-                "another `mask_key`."
-            )
-        if gene_sets is not None and source_registry is None:
-            mask = gs.build_mask(
-                adata.var_names, gene_sets, min_genes=min_genes, keep_terms=keep_terms
-            )
-            adata.uns[mask_key] = mask.to_uns()
-        elif gene_sets is None and mask_key not in adata.uns and source_registry is None:
-            raise ValueError(
-                f"gene_sets=None reuses adata.uns[{mask_key!r}], which is absent; pass "
-                "gene sets (e.g. gene_sets='go_bp_sena')."
-            )
+        _register_mask(adata, gene_sets, min_genes, mask_key, keep_terms, kwargs)
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
             PerturbationField(perturbation_key, control_value, delimiter),
             GeneSetMaskField(mask_key),
+            *covariate_fields(adata, batch_key, categorical_covariate_keys),
         ]
         adata_manager = AnnDataManager(fields=anndata_fields, setup_method_args=setup_method_args)
         adata_manager.register_fields(adata, **kwargs)

@@ -158,6 +158,9 @@ class PredictionMixin:
         use_mean: bool = False,
         seed: int = 0,
         batch_size: int = 1024,
+        batch: str | None = None,
+        inplace: bool = False,
+        key_added: str = "scsena_prediction",
     ) -> ad.AnnData:
         """Predict cells under single or double perturbations.
 
@@ -190,41 +193,82 @@ class PredictionMixin:
             Seed of the control draw and of the sampling noise.
         batch_size
             Cells per forward pass.
+        batch
+            With a ``batch_key`` registered at setup: draw the starting control cells
+            from this batch only, so the cells are predicted in that batch (``None``:
+            from every batch, each cell decoded in its own batch).
+        inplace
+            Also write the predicted mean expression of every perturbation into the
+            data: ``adata.varm[key_added]`` (genes x perturbations DataFrame) and the
+            settings into ``adata.uns[key_added]``.
+        key_added
+            Key of ``varm`` and ``uns`` written with ``inplace=True``.
 
         Returns
         -------
         AnnData of predicted log-normalised expression with the model's
         ``var_names``; ``obs["perturbation"]`` holds the canonical label (the targets
         of a double sorted: ``"B,A"`` is predicted as ``"A,B"``), ``obs["control_cell"]``
-        the starting control cell and ``obs["untrained_target"]`` whether a target of
-        the perturbation had too few training cells for one batch (its prediction
-        rests on untrained parameters; a warning names them). Concatenate it with real
-        cells for scanpy plots.
+        the starting control cell, ``obs["batch"]`` its batch (with a registered
+        batch) and ``obs["untrained_target"]`` whether a target of the perturbation
+        had too few training cells for one batch (its prediction rests on untrained
+        parameters; a warning names them). Concatenate it with real cells for scanpy
+        plots.
 
         Raises
         ------
         ValueError
             For ``n_cells`` or ``batch_size`` that are not positive integers, a
-            ``temperature`` that is not a positive number, or ``control_indices`` out of
-            range or not pointing at control cells; the message names the argument.
+            ``temperature`` that is not a positive number, ``control_indices`` out of
+            range or not pointing at control cells, or a ``batch`` the data does not
+            have (or has no control cells in); the message names the argument.
         """
         batch_size = _positive_int(batch_size, "batch_size")
         _check_temperature(temperature)
         splitter = self.data_splitter(adata)
-        adata, parsed = splitter.adata, splitter.perturbations
         labels = [perturbations] if isinstance(perturbations, str) else list(perturbations)
         codes = self._encode_predicted(labels)
-        rng = np.random.default_rng(seed)
-        if control_indices is None:
-            n_cells = _positive_int(n_cells, "n_cells")
-            control = splitter.control_indices()
-            if len(control) == 0:
-                raise ValueError("No control cells in the data to start predictions from.")
-            start = rng.choice(control, size=n_cells, replace=n_cells > len(control))
-        else:
-            start = _control_positions(control_indices, parsed)
-            n_cells = len(start)
+        start = self._starting_cells(splitter, n_cells, control_indices, batch, seed)
         untrained = self._flag_untrained(codes)
+        X = self._predicted_expression(
+            splitter, start, codes, temperature, use_mean, seed, batch_size
+        )
+        pred = self._prediction_anndata(splitter, X, start, codes, untrained)
+        pred.uns["scsena_prediction"] = {
+            "temperature": float(temperature),
+            "use_mean": bool(use_mean),
+            "seed": int(seed),
+            "batch": "" if batch is None else str(batch),
+        }
+        if inplace:
+            _write_prediction_means(splitter.adata, pred, key_added)
+        return pred
+
+    def _starting_cells(self, splitter, n_cells, control_indices, batch, seed) -> np.ndarray:
+        """The control cells predictions start from: given, or drawn (from ``batch``)."""
+        if control_indices is not None:
+            if batch is not None:
+                raise ValueError(
+                    "Pass either `control_indices` or `batch`, not both: the given control "
+                    "cells already fix the batch."
+                )
+            return _control_positions(control_indices, splitter.perturbations)
+        n_cells = _positive_int(n_cells, "n_cells")
+        control = splitter.control_indices()
+        if batch is not None:
+            code = _batch_code(splitter, batch)
+            control = control[splitter.batches[control] == code]
+        if len(control) == 0:
+            where = "" if batch is None else f" of batch {batch!r}"
+            raise ValueError(f"No control cells{where} in the data to start predictions from.")
+        rng = np.random.default_rng(seed)
+        return rng.choice(control, size=n_cells, replace=n_cells > len(control))
+
+    def _predicted_expression(
+        self, splitter, start, codes, temperature, use_mean, seed, batch_size
+    ) -> np.ndarray:
+        """``(len(codes) * len(start), genes)`` predictions, one block per perturbation."""
+        n_cells = len(start)
         z = self._encode(splitter, start, batch_size, sample=not use_mean, seed=seed)
         # the control cells themselves, for counterfactual (residual) predictions
         x = (
@@ -232,17 +276,28 @@ class PredictionMixin:
             if self.module.prediction == "residual"
             else None
         )
+        cov = splitter.covariates
+        cov = None if cov is None else torch.as_tensor(cov[start], device=self.device)
         # one preallocated output: no per-batch lists, concatenation or cast copies
-        X = np.empty((len(codes) * n_cells, adata.n_vars), dtype=np.float32)
+        X = np.empty((len(codes) * n_cells, splitter.adata.n_vars), dtype=np.float32)
         for i, code in enumerate(codes):
             c = torch.as_tensor(code, device=self.device).expand(n_cells, -1)
             for s in range(0, n_cells, batch_size):
                 part = slice(s, s + batch_size)
                 y = self.module.predict(
-                    z[part], c[part], temperature, x=None if x is None else x[part]
+                    z[part],
+                    c[part],
+                    temperature,
+                    x=None if x is None else x[part],
+                    covariates=None if cov is None else cov[part],
                 )
                 rows = slice(i * n_cells + s, i * n_cells + min(s + batch_size, n_cells))
                 X[rows] = y.cpu().numpy()
+        return X
+
+    def _prediction_anndata(self, splitter, X, start, codes, untrained) -> ad.AnnData:
+        """The predicted cells as AnnData, labelled with canonical perturbation labels."""
+        n_cells = len(start)
         # canonical labels: the targets of a double in sorted order ("B,A" is "A,B")
         canon = [
             self.delimiter_.join(self.targets_[j] for j in code if j >= 0) or self.control_value_
@@ -253,19 +308,45 @@ class PredictionMixin:
                 "perturbation": pd.Categorical(
                     np.repeat(canon, n_cells), categories=list(dict.fromkeys(canon))
                 ),
-                "control_cell": np.tile(np.asarray(adata.obs_names[start]), len(labels)),
+                "control_cell": np.tile(np.asarray(splitter.adata.obs_names[start]), len(codes)),
                 "untrained_target": np.repeat(untrained, n_cells),
             }
         )
+        if splitter.batches is not None:
+            names = np.asarray(splitter.batch_categories, dtype=object)
+            obs["batch"] = pd.Categorical(
+                np.tile(names[splitter.batches[start]], len(codes)), categories=names
+            )
         obs.index = [f"pred-{i}" for i in range(len(obs))]
-        pred = ad.AnnData(
-            X=X,
-            obs=obs,
-            var=pd.DataFrame(index=adata.var_names.copy()),
+        return ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=splitter.adata.var_names.copy()))
+
+
+def _batch_code(splitter, batch) -> int:
+    """Code of a batch name, checked against the registered batches."""
+    names = splitter.batch_categories
+    if names is None:
+        raise ValueError(
+            "`batch` needs a batch registered at setup: "
+            "`SENAVAE.setup_anndata(adata, ..., batch_key='<column>')`."
         )
-        pred.uns["scsena_prediction"] = {
-            "temperature": float(temperature),
-            "use_mean": bool(use_mean),
-            "seed": int(seed),
-        }
-        return pred
+    if str(batch) not in names:
+        raise ValueError(f"Unknown batch {batch!r}; the data's batches: {names[:20]}.")
+    return names.index(str(batch))
+
+
+def _write_prediction_means(adata: ad.AnnData, pred: ad.AnnData, key: str) -> None:
+    """Predicted mean expression per perturbation into ``adata.varm[key]`` (and ``uns``)."""
+    if key in adata.uns and not (
+        isinstance(adata.uns[key], dict) and adata.uns[key].get("written_by") == "scsena"
+    ):
+        raise ValueError(
+            f"adata.uns[{key!r}] exists and was not written by scsena; pass another "
+            "`key_added`."
+        )
+    groups = pred.obs["perturbation"]
+    means = {
+        str(label): np.asarray(pred.X[(groups == label).to_numpy()].mean(axis=0)).ravel()
+        for label in groups.cat.categories
+    }
+    adata.varm[key] = pd.DataFrame(means, index=adata.var_names)
+    adata.uns[key] = {**pred.uns["scsena_prediction"], "written_by": "scsena"}

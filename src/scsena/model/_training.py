@@ -477,7 +477,12 @@ class TrainingMixin:
         tensors = {TENSORS.X_CONTROL: x, TENSORS.Y: batch[TENSORS.Y].to(self.device)}
         inference = self.module.inference(x)
         codes = batch[TENSORS.CODES].to(self.device)
-        generative = self.module.generative(inference["z"], codes, temperature, x=x)
+        covariates = batch.get(TENSORS.COVARIATES)
+        if covariates is not None:
+            covariates = covariates.to(self.device)
+        generative = self.module.generative(
+            inference["z"], codes, temperature, x=x, covariates=covariates
+        )
         return (
             tensors,
             {k: inference[k] for k in ("mu", "var")},

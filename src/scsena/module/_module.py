@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -84,6 +85,13 @@ class SENAModule(BaseModuleClass):
         ``max(x + decode(u_int) - decode(u), 0)`` (abduction of ``x``'s own deviation
         from the decoder, as in an additive-noise causal model), so generated cells
         keep the spread of real cells.
+    n_cats_per_covariate
+        Number of categories of each categorical covariate (the batch first, as
+        registered by ``setup_anndata(batch_key=..., categorical_covariate_keys=...)``).
+        The decoder is conditioned on them as in scVI: their one-hot codes are
+        concatenated to the input of both decoder layers. The encoder stays
+        covariate-free, so pathway activities and latent factors are read the same way
+        in every batch. Empty (default): no covariates, the published decoder.
     """
 
     def __init__(
@@ -103,6 +111,7 @@ class SENAModule(BaseModuleClass):
         lambda_balance: float = 0.0,
         lambda_mean: float = 0.0,
         prediction: Literal["direct", "residual"] = "direct",
+        n_cats_per_covariate: Sequence[int] = (),
     ):
         super().__init__()
         n_terms = membership.shape[1]
@@ -142,8 +151,10 @@ class SENAModule(BaseModuleClass):
         self.register_buffer(
             "mmd_bandwidths", torch.tensor(mmd_bandwidths(mmd_sigma)), persistent=False
         )
-        self.d1 = nn.Linear(n_latent, n_hidden)
-        self.d2 = nn.Linear(n_hidden, n_genes)
+        self.n_cats_per_covariate = _category_counts(n_cats_per_covariate)
+        n_cov = sum(self.n_cats_per_covariate)
+        self.d1 = nn.Linear(n_latent + n_cov, n_hidden)
+        self.d2 = nn.Linear(n_hidden + n_cov, n_genes)
         # as the reference: the dense encoder/decoder linears N(0, 0.02), bias 0; the
         # intervention encoder keeps PyTorch's default initialisation, which gives each
         # target a distinct starting assignment
@@ -163,9 +174,34 @@ class SENAModule(BaseModuleClass):
         h = F.leaky_relu(a, 0.2)
         return a, self.fc_mean(h), F.softplus(self.fc_var(h))
 
-    def decode(self, u: torch.Tensor) -> torch.Tensor:
-        """Decoder ``LeakyReLU(Linear(LeakyReLU(Linear(u))))``."""
-        return F.leaky_relu(self.d2(F.leaky_relu(self.d1(u), 0.2)), 0.2)
+    def decode(self, u: torch.Tensor, covariates: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder ``LeakyReLU(Linear(LeakyReLU(Linear(u))))``.
+
+        With covariates, their one-hot codes ``c`` are concatenated to the input of each
+        layer: ``LeakyReLU(Linear([LeakyReLU(Linear([u, c])), c]))``.
+        """
+        c = self._one_hot(covariates, u)
+        if c is None:
+            return F.leaky_relu(self.d2(F.leaky_relu(self.d1(u), 0.2)), 0.2)
+        h = F.leaky_relu(self.d1(torch.cat([u, c], dim=-1)), 0.2)
+        return F.leaky_relu(self.d2(torch.cat([h, c], dim=-1)), 0.2)
+
+    def _one_hot(self, covariates: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        """One-hot codes of ``(n, k)`` covariate codes, concatenated; ``None`` without any."""
+        if not self.n_cats_per_covariate:
+            return None
+        k = len(self.n_cats_per_covariate)
+        if covariates is None or covariates.ndim != 2 or covariates.shape[1] != k:
+            got = None if covariates is None else tuple(covariates.shape)
+            raise ValueError(
+                f"This model's decoder is conditioned on {k} categorical covariate(s) "
+                f"(batch first); pass their codes as an (n, {k}) integer tensor, got {got}."
+            )
+        parts = [
+            F.one_hot(covariates[:, j].long(), n).to(like.dtype)
+            for j, n in enumerate(self.n_cats_per_covariate)
+        ]
+        return torch.cat(parts, dim=-1)
 
     def intervene(
         self, z: torch.Tensor, codes: torch.Tensor, temperature: float = 1.0
@@ -204,6 +240,7 @@ class SENAModule(BaseModuleClass):
             "z": inference_outputs["z"],
             "codes": tensors[TENSORS.CODES],
             "x": tensors[TENSORS.X_CONTROL],
+            "covariates": tensors.get(TENSORS.COVARIATES),
         }
 
     @auto_move_data
@@ -213,15 +250,17 @@ class SENAModule(BaseModuleClass):
         codes: torch.Tensor,
         temperature: float = 1.0,
         x: torch.Tensor | None = None,
+        covariates: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Interventional prediction ``y_hat`` and observational reconstruction ``x_hat``.
 
         ``x`` (the control cells ``z`` was encoded from) is needed for
-        ``prediction="residual"``.
+        ``prediction="residual"``; ``covariates`` (their categorical covariate codes)
+        when the decoder is conditioned on covariates.
         """
         z_int, bc = self.intervene(z, codes, temperature)
-        x_hat = self.decode(self.causal(z))
-        y_hat = self._perturbed(self.decode(self.causal(z_int)), x, x_hat)
+        x_hat = self.decode(self.causal(z), covariates)
+        y_hat = self._perturbed(self.decode(self.causal(z_int), covariates), x, x_hat)
         return {"y_hat": y_hat, "x_hat": x_hat, "bc": bc}
 
     def _perturbed(
@@ -240,11 +279,16 @@ class SENAModule(BaseModuleClass):
         codes: torch.Tensor,
         temperature: float = 1000.0,
         x: torch.Tensor | None = None,
+        covariates: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Perturbed cells from control cells' latents ``z`` (and, if residual, ``x``)."""
+        """Perturbed cells from control cells' latents ``z``.
+
+        ``x``: the control cells (``prediction="residual"``); ``covariates``: their
+        covariate codes (a decoder conditioned on covariates).
+        """
         z_int, _ = self.intervene(z, codes, temperature)
-        y_dec = self.decode(self.causal(z_int))
-        x_hat = self.decode(self.causal(z)) if self.prediction == "residual" else None
+        y_dec = self.decode(self.causal(z_int), covariates)
+        x_hat = self.decode(self.causal(z), covariates) if self.prediction == "residual" else None
         return self._perturbed(y_dec, x, x_hat)
 
     def loss_components(self) -> tuple[str, ...]:
@@ -292,3 +336,13 @@ class SENAModule(BaseModuleClass):
             )
             total = total + self.lambda_balance * extra["balance"]
         return LossOutput(loss=total, n_obs_minibatch=x.shape[0], extra_metrics=extra)
+
+
+def _category_counts(n_cats_per_covariate: Sequence[int]) -> tuple[int, ...]:
+    """Checked category counts of the covariates (each a positive integer)."""
+    counts = tuple(int(n) for n in n_cats_per_covariate)
+    if any(n < 1 for n in counts):
+        raise ValueError(
+            f"n_cats_per_covariate must hold positive category counts, got {list(counts)}."
+        )
+    return counts

@@ -24,10 +24,49 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from scsena._constants import TENSORS
 
 
-def draw_control_partners(n_examples: int, control_indices: np.ndarray, seed: int) -> np.ndarray:
-    """Draw one control cell per example, uniformly with replacement."""
+def draw_control_partners(
+    n_examples: int,
+    control_indices: np.ndarray,
+    seed: int,
+    groups: np.ndarray | None = None,
+    control_groups: np.ndarray | None = None,
+) -> np.ndarray:
+    """Draw one control cell per example, uniformly with replacement.
+
+    Parameters
+    ----------
+    n_examples
+        Number of examples to pair.
+    control_indices
+        Cell positions of the control cells.
+    seed
+        Seed of the draw.
+    groups, control_groups
+        The group (e.g. the batch) of every example and of every control cell: an
+        example's partner is drawn among the control cells of its own group.
+        ``None``: one group.
+
+    Raises
+    ------
+    ValueError
+        When a group of the examples has no control cell.
+    """
     rng = np.random.default_rng(seed)
-    return control_indices[rng.integers(0, len(control_indices), size=n_examples)]
+    control_indices = np.asarray(control_indices)
+    if groups is None:
+        return control_indices[rng.integers(0, len(control_indices), size=n_examples)]
+    groups, control_groups = np.asarray(groups), np.asarray(control_groups)
+    partners = np.empty(n_examples, dtype=control_indices.dtype)
+    for group in np.unique(groups):
+        members = np.flatnonzero(groups == group)
+        pool = control_indices[control_groups == group]
+        if len(pool) == 0:
+            raise ValueError(
+                f"Group {group!r} has {len(members)} perturbed cells but no control cell to "
+                "pair them with."
+            )
+        partners[members] = pool[rng.integers(0, len(pool), size=len(members))]
+    return partners
 
 
 class PerturbationPureBatchSampler(Sampler[np.ndarray]):
@@ -183,6 +222,9 @@ class PairedPerturbationDataset(Dataset):
         ``(n_examples, 2)`` target indices of every example.
     dtype
         Torch dtype of the returned expression tensors.
+    covariates
+        ``(n_examples, k)`` categorical covariate codes of every example's control
+        partner (served as ``"covariates"``); ``None``: no covariates.
     """
 
     def __init__(
@@ -192,6 +234,7 @@ class PairedPerturbationDataset(Dataset):
         partners: np.ndarray,
         codes: np.ndarray,
         dtype: torch.dtype = torch.float32,
+        covariates: np.ndarray | None = None,
     ):
         if sp.issparse(matrix) and matrix.format != "csr":
             matrix = matrix.tocsr()
@@ -199,6 +242,9 @@ class PairedPerturbationDataset(Dataset):
         self.perturbed = np.asarray(perturbed, dtype=np.int64)
         self.partners = np.asarray(partners, dtype=np.int64)
         self.codes = torch.as_tensor(np.asarray(codes, dtype=np.int64))
+        self.covariates = (
+            None if covariates is None else torch.as_tensor(np.asarray(covariates, np.int64))
+        )
         self.dtype = dtype
         self._on_device: dict[str, torch.Tensor] | None = None
 
@@ -235,6 +281,8 @@ class PairedPerturbationDataset(Dataset):
             "partners": torch.as_tensor(position[self.partners], device=device),
             "codes": self.codes.to(device),
         }
+        if self.covariates is not None:
+            self._on_device["covariates"] = self.covariates.to(device)
         return self
 
     def __getitem__(self, index) -> dict[str, torch.Tensor]:
@@ -243,20 +291,26 @@ class PairedPerturbationDataset(Dataset):
         if self._on_device is not None:
             d = self._on_device
             i = host_index.to(d["rows"].device, non_blocking=True)
-            return {
+            out = {
                 TENSORS.X_CONTROL: d["rows"][d["partners"][i]],
                 TENSORS.Y: d["rows"][d["perturbed"][i]],
                 TENSORS.CODES: d["codes"][i],
                 TENSORS.INDEX: host_index,
             }
+            if "covariates" in d:
+                out[TENSORS.COVARIATES] = d["covariates"][i]
+            return out
         x = dense_rows(self.matrix, self.partners[index])
         y = dense_rows(self.matrix, self.perturbed[index])
-        return {
+        out = {
             TENSORS.X_CONTROL: torch.as_tensor(x, dtype=self.dtype),
             TENSORS.Y: torch.as_tensor(y, dtype=self.dtype),
             TENSORS.CODES: self.codes[host_index],
             TENSORS.INDEX: host_index,
         }
+        if self.covariates is not None:
+            out[TENSORS.COVARIATES] = self.covariates[host_index]
+        return out
 
 
 def group_ids(codes: np.ndarray) -> np.ndarray:
