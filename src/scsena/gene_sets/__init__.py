@@ -23,8 +23,9 @@ from ._idmap import (
     map_gene_ids,
     map_gene_sets,
 )
-from ._io import as_gene_sets, from_dataframe, read_gmt, to_dataframe, write_gmt
+from ._io import from_dataframe, read_gmt, to_dataframe, write_gmt
 from ._mask import GeneSetMask, build_mask, dropped_terms
+from ._resolve import as_gene_sets
 
 __all__ = [
     "EVIDENCE_CODES",

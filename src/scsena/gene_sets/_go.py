@@ -9,14 +9,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._io import (
-    GeneSets,
-    _gene_table,
-    _go_direct_table,
-    _go_parents_table,
-    _go_terms_table,
-    _sena_terms_table,
+from ._bundled import (
+    gene_table,
+    go_direct_table,
+    go_parents_table,
+    go_terms_table,
+    sena_terms_table,
 )
+from ._io import GeneSets
 
 #: Relationship types of the GO BP DAG, all used by default for propagation. Together they
 #: reproduce Bioconductor's ``org.Hs.egGO2ALLEGS`` (the true-path rule over ``GOBPANCESTOR``).
@@ -93,7 +93,7 @@ def _check_id_type(id_type: str) -> str:
 @functools.lru_cache(maxsize=1)
 def _term_index() -> pd.Index:
     """Index of all GO BP term ids of the bundled release, sorted."""
-    return pd.Index(_go_terms_table()["go_id"].to_numpy())
+    return pd.Index(go_terms_table()["go_id"].to_numpy())
 
 
 @functools.lru_cache(maxsize=8)
@@ -105,7 +105,7 @@ def _ancestor_closure(relationships: tuple[str, ...]) -> sp.csr_matrix:
     """
     terms = _term_index()
     n = len(terms)
-    edges = _go_parents_table()
+    edges = go_parents_table()
     edges = edges[edges["relationship"].isin(relationships)]
     child = terms.get_indexer(edges["go_id"])
     parent = terms.get_indexer(edges["parent_id"])
@@ -122,7 +122,7 @@ def _ancestor_closure(relationships: tuple[str, ...]) -> sp.csr_matrix:
 
 @functools.lru_cache(maxsize=1)
 def _entrez_index() -> pd.Index:
-    genes = pd.concat([_gene_table()["entrez_id"], _go_direct_table()["entrez_id"]])
+    genes = pd.concat([gene_table()["entrez_id"], go_direct_table()["entrez_id"]])
     return pd.Index(np.sort(genes.unique()))
 
 
@@ -134,7 +134,7 @@ def _annotation_matrix(
     exclude_evidence: tuple[str, ...] | None,
 ) -> sp.csr_matrix:
     """Boolean entrez x term annotation matrix (optionally propagated to ancestors)."""
-    direct = _go_direct_table()
+    direct = go_direct_table()
     keep = np.ones(len(direct), dtype=bool)
     if evidence is not None:
         keep &= direct["evidence"].isin(evidence).to_numpy()
@@ -162,7 +162,7 @@ def _id_map_matrix(id_type: str) -> tuple[pd.Index, sp.csr_matrix]:
     if id_type == "entrez":
         return entrez, sp.identity(len(entrez), dtype=bool, format="csr")
     column = "ensembl_id" if id_type == "ensembl" else "symbol"
-    table = _gene_table()[["entrez_id", column]].dropna().drop_duplicates()
+    table = gene_table()[["entrez_id", column]].dropna().drop_duplicates()
     table = table[table[column] != ""]
     ids = pd.Index(np.sort(table[column].unique()))
     mat = sp.csr_matrix(
@@ -202,7 +202,7 @@ def sena_terms() -> list[str]:
     list of str
         The 1,424 GO ids (column ``PathwayID`` of SENA's ``topGO_uhler.tsv``), sorted.
     """
-    return sorted(set(_sena_terms_table()["PathwayID"]))
+    return sorted(set(sena_terms_table()["PathwayID"]))
 
 
 def go_term_names(term_ids: Iterable[str] | str | None = None) -> pd.Series:
@@ -218,7 +218,7 @@ def go_term_names(term_ids: Iterable[str] | str | None = None) -> pd.Series:
     pandas.Series
         Index ``go_id``, values the term names; ``NaN`` for ids that are not BP terms.
     """
-    names = _go_terms_table().set_index("go_id")["name"].rename("name")
+    names = go_terms_table().set_index("go_id")["name"].rename("name")
     if term_ids is None:
         return names.copy()
     if isinstance(term_ids, str):
@@ -313,24 +313,31 @@ def go_bp(
     >>> len(sets)
     1424
     """
-    if min_size < 0:
-        raise ValueError(f"min_size must be >= 0, got {min_size}")
-    if max_size is not None and max_size < min_size:
-        raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
-    key = (
+    _check_sizes(min_size, max_size)
+    ids, mat = _term_gene_matrix(
         bool(propagate),
         _normalise_relationships(relationships),
         _normalise_evidence(evidence, "evidence"),
         _normalise_evidence(exclude_evidence, "exclude_evidence"),
         _check_id_type(id_type),
     )
-    ids, mat = _term_gene_matrix(*key)
     rows = _select_terms(terms)
     sizes = np.diff(mat.indptr)[rows]
     keep = sizes >= min_size
     if max_size is not None:
         keep &= sizes <= max_size
-    rows = rows[keep]
+    return _sets_of_rows(ids, mat, rows[keep])
+
+
+def _check_sizes(min_size: int, max_size: int | None) -> None:
+    if min_size < 0:
+        raise ValueError(f"min_size must be >= 0, got {min_size}")
+    if max_size is not None and max_size < min_size:
+        raise ValueError(f"max_size ({max_size}) must be >= min_size ({min_size})")
+
+
+def _sets_of_rows(ids: np.ndarray, mat: sp.csr_matrix, rows: np.ndarray) -> GeneSets:
+    """GO id -> gene ids of the given rows of a term x gene matrix."""
     term_ids = _term_index().to_numpy()[rows]
     indptr = mat.indptr
     return {

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ._io import GeneSets, _alias_table, _gene_table
+from ._bundled import alias_table, gene_table
+from ._io import GeneSets
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ def gene_id_table() -> pd.DataFrame:
         gene has no Ensembl id). An Entrez gene with several Ensembl ids has several rows.
         Source: Bioconductor ``org.Hs.eg.db`` 3.16 (Ensembl mapping of 2022-06-28).
     """
-    return _gene_table().copy()
+    return gene_table().copy()
 
 
 def gene_alias_table() -> pd.DataFrame:
@@ -44,8 +45,8 @@ def gene_alias_table() -> pd.DataFrame:
         ``SEPTIN6``). Aliases that are the current symbol of some gene are left out. Source:
         Bioconductor ``org.Hs.eg.db`` 3.16, the release of the bundled GO annotations.
     """
-    genes = _gene_table()[["entrez_id", "symbol"]].drop_duplicates()
-    table = _alias_table().merge(genes, on="entrez_id", how="left")
+    genes = gene_table()[["entrez_id", "symbol"]].drop_duplicates()
+    table = alias_table().merge(genes, on="entrez_id", how="left")
     return table[["alias", "entrez_id", "symbol"]].reset_index(drop=True)
 
 
@@ -86,7 +87,7 @@ def _lookup_tables() -> tuple[pd.Series, pd.Series]:
     Among several candidates the one of the lowest Entrez id wins (the oldest, usually the
     canonical gene), ties broken by the lowest target id.
     """
-    table = _gene_table().dropna(subset=["ensembl_id"]).copy()
+    table = gene_table().dropna(subset=["ensembl_id"]).copy()
     table["entrez_num"] = pd.to_numeric(table["entrez_id"], errors="coerce")
     sym2ens = table.sort_values(["entrez_num", "ensembl_id"]).drop_duplicates("symbol")
     ens2sym = table.sort_values(["entrez_num", "symbol"]).drop_duplicates("ensembl_id")
@@ -107,9 +108,9 @@ def _alias_lookup() -> tuple[pd.Index, pd.Series, pd.Series]:
     An alias naming one gene is in the second series, one naming several genes (e.g.
     ``SEPT2``: ``SEPTIN2`` and ``SEPTIN6``) in the third, as a tuple of current symbols.
     """
-    genes = _gene_table()[["entrez_id", "symbol"]].drop_duplicates()
+    genes = gene_table()[["entrez_id", "symbol"]].drop_duplicates()
     current = pd.Index(genes["symbol"].unique())
-    pairs = _alias_table().merge(genes, on="entrez_id")[["alias", "symbol"]]
+    pairs = alias_table().merge(genes, on="entrez_id")[["alias", "symbol"]]
     pairs = pairs.drop_duplicates().sort_values(["alias", "symbol"])
     n = pairs.groupby("alias")["symbol"].transform("size")
     single = pairs[n == 1]

@@ -1,79 +1,19 @@
-"""Bundled data files, GMT files and long tables of gene sets."""
+"""Gene sets as mappings, GMT files and long tables (decoupler layout)."""
 
 from __future__ import annotations
 
-import functools
 import gzip
 import os
 from collections.abc import Iterable, Mapping
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ._bundled import go_terms_table
+
 GeneSets = dict[str, list[str]]
-
-_PRESETS = ("go_bp_sena", "go_bp")
-
-
-# --------------------------------------------------------------------------- bundled files
-
-
-def _data_file(*parts: str) -> Any:
-    """Return a traversable handle on a file bundled in ``scsena/data``."""
-    return resources.files("scsena").joinpath("data", *parts)
-
-
-def _read_bundled_tsv(*parts: str) -> pd.DataFrame:
-    handle = _data_file(*parts)
-    with handle.open("rb") as fh:
-        compression = "gzip" if parts[-1].endswith(".gz") else None
-        return pd.read_csv(fh, sep="\t", dtype=str, compression=compression, keep_default_na=False)
-
-
-@functools.lru_cache(maxsize=1)
-def _go_terms_table() -> pd.DataFrame:
-    """GO BP terms of the bundled release: columns ``go_id``, ``name``, sorted by id."""
-    df = _read_bundled_tsv("go", "go_bp_terms.tsv.gz")
-    return df.sort_values("go_id", ignore_index=True)
-
-
-@functools.lru_cache(maxsize=1)
-def _go_parents_table() -> pd.DataFrame:
-    """Edges of the GO BP DAG: columns ``go_id``, ``parent_id``, ``relationship``."""
-    return _read_bundled_tsv("go", "go_bp_parents.tsv.gz")
-
-
-@functools.lru_cache(maxsize=1)
-def _go_direct_table() -> pd.DataFrame:
-    """Direct human GO BP annotations: columns ``entrez_id``, ``go_id``, ``evidence``."""
-    return _read_bundled_tsv("go", "hs_go_bp_direct.tsv.gz")
-
-
-@functools.lru_cache(maxsize=1)
-def _gene_table() -> pd.DataFrame:
-    """Human gene identifiers: columns ``entrez_id``, ``symbol``, ``ensembl_id`` (NaN if none)."""
-    df = _read_bundled_tsv("go", "hs_genes.tsv.gz")
-    df["ensembl_id"] = df["ensembl_id"].replace("", np.nan)
-    return df
-
-
-@functools.lru_cache(maxsize=1)
-def _alias_table() -> pd.DataFrame:
-    """Previous and alternative human gene symbols: columns ``entrez_id``, ``alias``.
-
-    Aliases that are the current symbol of some gene are not in the table (a current symbol
-    always names its own gene); an alias can name several genes.
-    """
-    return _read_bundled_tsv("go", "hs_gene_aliases.tsv.gz")
-
-
-@functools.lru_cache(maxsize=1)
-def _sena_terms_table() -> pd.DataFrame:
-    """SENA's GO BP term list: columns ``PathwayID``, ``topGO``."""
-    return _read_bundled_tsv("sena", "sena_go_terms.tsv")
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -173,7 +113,7 @@ def write_gmt(
     """
     sets = _normalise_mapping(gene_sets)
     descriptions = dict(descriptions or {})
-    names = _go_terms_table().set_index("go_id")["name"]
+    names = go_terms_table().set_index("go_id")["name"]
     lines = []
     for name, genes in sets.items():
         desc = descriptions.get(name)
@@ -252,60 +192,3 @@ def to_dataframe(gene_sets: Mapping[str, Iterable[str]]) -> pd.DataFrame:
     source = np.repeat(np.asarray(names, dtype=object), lengths)
     target = np.fromiter((g for m in members for g in m), dtype=object, count=int(lengths.sum()))
     return pd.DataFrame({"source": source, "target": target})
-
-
-# --------------------------------------------------------------------------- dispatch
-
-
-def as_gene_sets(obj: Any, *, id_type: str = "ensembl") -> GeneSets:
-    """Normalise any supported description of gene sets to ``{name: sorted unique genes}``.
-
-    Parameters
-    ----------
-    obj
-        One of
-
-        - ``"go_bp_sena"``: SENA's 1,424 GO BP terms, ``go_bp(terms="sena")``;
-        - ``"go_bp"``: all GO BP terms, ``go_bp()``;
-        - a path (``str`` or :class:`~pathlib.Path`) ending in ``.gmt`` or ``.gmt.gz``;
-        - a long :class:`~pandas.DataFrame` with columns ``source`` and ``target``;
-        - a mapping of set name -> iterable of gene ids.
-    id_type
-        Gene identifiers of the bundled GO presets, ``"ensembl"`` or ``"symbol"``. Files,
-        tables and mappings are returned with the identifiers they contain.
-
-    Returns
-    -------
-    dict
-        Set name -> sorted unique gene ids.
-
-    Raises
-    ------
-    ValueError
-        For an unknown preset name or a string that is not a GMT path.
-    TypeError
-        For any other kind of object.
-    """
-    if isinstance(obj, str) and obj in _PRESETS:
-        from ._go import go_bp
-
-        return go_bp(terms="sena" if obj == "go_bp_sena" else None, id_type=id_type)
-    if isinstance(obj, str | os.PathLike):
-        path = Path(obj)
-        if path.name.lower().endswith((".gmt", ".gmt.gz")):
-            if not path.exists():
-                raise FileNotFoundError(f"GMT file not found: {path}")
-            return read_gmt(path)
-        raise ValueError(
-            f"cannot interpret {str(obj)!r} as gene sets: use a preset ({', '.join(_PRESETS)}) "
-            f"or the path of a .gmt file"
-        )
-    if isinstance(obj, pd.DataFrame):
-        return from_dataframe(obj)
-    if isinstance(obj, Mapping):
-        return _normalise_mapping(obj)
-    raise TypeError(
-        f"cannot interpret an object of type {type(obj).__name__} as gene sets: pass a preset "
-        f"name ({', '.join(_PRESETS)}), a .gmt path, a long DataFrame (source, target) or a "
-        f"dict of set name -> gene ids"
-    )

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from ._go import go_term_names
 from ._idmap import GeneIdMapping, guess_id_type, map_gene_ids
-from ._io import as_gene_sets
+from ._resolve import as_gene_sets
 
 logger = logging.getLogger(__name__)
 _UNS_FORMAT = "scsena.GeneSetMask"
@@ -487,11 +487,45 @@ def build_mask(
     keep = np.flatnonzero(_keep_positions(names, sizes, min_genes, keep_terms))
     if keep.size == 0:
         raise _small_panel_error(index, names, sizes, min_genes, gene_sets)
-    small = np.flatnonzero((sizes > 0) & (sizes < min_genes))
-    small = np.setdiff1d(small, keep)
-    dropped = _term_table([names[i] for i in small], sizes[small])
+    dropped = _small_terms(names, sizes, min_genes, kept=keep)
     _report_aliases(report)
     _report_dropped(dropped, len(keep), min_genes)
+    return _mask_of_terms(
+        index,
+        names,
+        pairs,
+        keep,
+        lambda_,
+        gene_ids=report,
+        dropped_terms=dropped,
+        n_dropped=len(dropped),
+    )
+
+
+def _small_terms(
+    names: list[str], sizes: np.ndarray, min_genes: int, kept: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Term table of the sets with 1 to ``min_genes - 1`` genes, other than ``kept``."""
+    small = np.flatnonzero((sizes > 0) & (sizes < min_genes))
+    if kept is not None:
+        small = np.setdiff1d(small, kept)
+    return _term_table([names[i] for i in small], sizes[small])
+
+
+def _mask_of_terms(
+    index: pd.Index,
+    names: list[str],
+    pairs: sp.csc_matrix,
+    keep: np.ndarray,
+    lambda_: float,
+    **report: Any,
+) -> GeneSetMask:
+    """The mask of the sets at positions ``keep`` of ``pairs``, sorted by term id.
+
+    ``report`` holds the mask's report fields (``gene_ids``, ``dropped_terms``,
+    ``n_dropped``).
+    """
+    sizes = np.diff(pairs.indptr)
     kept_names = np.asarray(names, dtype=object)[keep]
     order = keep[np.argsort(kept_names.astype(str), kind="stable")]
     membership = pairs[:, order].tocsr()
@@ -506,9 +540,7 @@ def build_mask(
         var_names=index.tolist(),
         lambda_=float(lambda_),
         term_names=[str(lookup.get(t, t)) for t in terms],
-        gene_ids=report,
-        dropped_terms=dropped,
-        n_dropped=len(dropped),
+        **report,
     )
 
 
@@ -544,6 +576,4 @@ def dropped_terms(
     index = pd.Index([str(v) for v in var_names])
     _check_inputs(index, min_genes, 0.0)
     names, pairs, _ = _overlap(index, gene_sets, aliases)
-    sizes = np.diff(pairs.indptr)
-    small = np.flatnonzero((sizes > 0) & (sizes < min_genes))
-    return _term_table([names[i] for i in small], sizes[small])
+    return _small_terms(names, np.diff(pairs.indptr), min_genes)
