@@ -280,8 +280,13 @@ def simulate_perturbseq(
     --------
     >>> from scsena.datasets import simulate_perturbseq
     >>> adata = simulate_perturbseq(n_cells=500, n_genes=300, n_targets=8, n_doubles=4)
-    >>> adata.obs["perturbation_type"].value_counts()["control"]
+    >>> int(adata.obs["perturbation_type"].value_counts()["control"])
     75
+    >>> batched = simulate_perturbseq(
+    ...     n_cells=500, n_genes=300, n_targets=8, n_doubles=4, n_batches=2, batch_effect=0.3
+    ... )
+    >>> batched.obs["batch"].value_counts().tolist()
+    [250, 250]
     """
     params = {
         "n_cells": int(n_cells),
