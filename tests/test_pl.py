@@ -308,3 +308,31 @@ def test_pl_namespace_lists_only_plotting_functions():
     assert names == sorted(pl.__all__)
     assert all(inspect.isfunction(getattr(pl, n)) for n in names)
     assert "np" not in names and "plt" not in names and "nx" not in names
+
+
+def test_get_affected_terms(small):
+    model, _ = small
+    # default: the collection given at setup (full gene sets, not only measured genes)
+    collection = scsena.gene_sets.as_gene_sets(model.registry_["setup_args"]["gene_sets"])
+    affected = model.get_affected_terms()
+    assert list(affected) == model.targets_
+    # the collection holds Ensembl ids: targets are looked up by their mapped id
+    ensembl = scsena.gene_sets.map_gene_ids(model.targets_, to="ensembl").mapping
+    for target, terms in affected.items():
+        gene = ensembl[target]
+        assert terms == [t for t in model.term_ids_ if gene in set(collection.get(t, ()))]
+    target = max(affected, key=lambda t: len(affected[t]))
+    assert affected[target]
+    assert model.get_affected_terms(target) == {target: affected[target]}
+    # an explicit collection replaces the mask
+    term = model.term_ids_[0]
+    assert model.get_affected_terms([target], gene_sets={term: [target]}) == {target: [term]}
+    with pytest.raises(ValueError, match="Unknown target"):
+        model.get_affected_terms("NOT_A_TARGET")
+
+
+def test_activation_test_counts_the_affected_terms(small):
+    model, _ = small
+    metrics = model.activation_test().set_index("perturbation")
+    affected = model.get_affected_terms(list(metrics.index))
+    assert {t: len(affected[t]) for t in metrics.index} == metrics["n_affected"].to_dict()

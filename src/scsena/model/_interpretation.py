@@ -458,23 +458,93 @@ class InterpretationMixin:
         return out
 
     # ---------------------------------------------------------- evaluation
-    def _target_ids(self, collection: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    def _affected_collection(
+        self, gene_sets: str | Path | pd.DataFrame | Mapping | None
+    ) -> Mapping[str, Sequence[str]]:
+        """Term -> members defining affected BPs: ``gene_sets``, else the setup's, else the mask."""
+        if gene_sets is None:
+            gene_sets = self.registry_["setup_args"].get("gene_sets")
+        if gene_sets is not None:
+            return gs.as_gene_sets(gene_sets)
+        mask = self.gene_set_mask
+        member = mask.membership.tocsr()
+        var = list(mask.var_names)
+        collection = {t: [] for t in mask.terms}
+        rows, cols = member.nonzero()
+        for r, c in zip(rows, cols):
+            collection[mask.terms[c]].append(var[r])
+        return collection
+
+    @staticmethod
+    def _target_ids(
+        targets: Sequence[str], collection: Mapping[str, Sequence[str]]
+    ) -> dict[str, str]:
         """Each target's gene id in ``collection`` (aliases mapped, ambiguous ones left out).
 
         A target listed in the collection under its own name keeps it; any other is
         mapped with :func:`scsena.gene_sets.map_gene_ids` (``MARCH8`` -> ``MARCHF8``).
         """
         members = {g for genes in collection.values() for g in genes}
-        if not members:
+        if not members or not targets:
             return {}
         id_type = gs.guess_id_type(sorted(members)[:500])
-        mapping = gs.map_gene_ids(self.targets_, to=id_type).mapping
+        mapping = gs.map_gene_ids(targets, to=id_type).mapping
         out = {}
-        for t in self.targets_:
+        for t in targets:
             v = t if t in members else mapping.get(t)
             if isinstance(v, str):
                 out[t] = v
         return out
+
+    def get_affected_terms(
+        self,
+        targets: str | Sequence[str] | None = None,
+        gene_sets: str | Path | pd.DataFrame | Mapping | None = None,
+    ) -> dict[str, list[str]]:
+        """The affected BPs of each perturbation target: those whose gene set contains it.
+
+        These are the BPs the activation test (:meth:`activation_test`) expects a
+        perturbation to change. Targets are looked up in the collection under their
+        own name, or mapped to its gene identifiers (Ensembl ids, current symbols:
+        ``MARCH8`` -> ``MARCHF8``) with :func:`scsena.gene_sets.map_gene_ids`; a
+        target without an unambiguous identifier has no affected BP.
+
+        Parameters
+        ----------
+        targets
+            One target or several, from :attr:`targets_` (default: all of them).
+        gene_sets
+            Collection defining affected BPs (full sets, not only measured genes);
+            default: the preset given at setup, else the model's mask (then only
+            targets among the measured genes have affected BPs).
+
+        Returns
+        -------
+        Target -> IDs of its affected BPs among :attr:`term_ids_`, in that order.
+
+        Raises
+        ------
+        ValueError
+            When a target is not one of the model's :attr:`targets_`.
+
+        Examples
+        --------
+        >>> affected = model.get_affected_terms(["CBL", "PTPN12"])
+        >>> {target: len(terms) for target, terms in affected.items()}  # BPs per target
+        """
+        if targets is None:
+            targets = list(self.targets_)
+        else:
+            targets = [targets] if isinstance(targets, str) else [str(t) for t in targets]
+        unknown = [t for t in targets if t not in set(self.targets_)]
+        if unknown:
+            raise ValueError(
+                f"Unknown target(s) {unknown}: affected BPs are looked up for the model's "
+                f"targets_ only ({len(self.targets_)} targets, e.g. {self.targets_[:5]})."
+            )
+        collection = self._affected_collection(gene_sets)
+        ids = self._target_ids(targets, collection)
+        return affected_terms(targets, collection, self.term_ids_, ids)
 
     def activation_test(
         self,
@@ -518,22 +588,6 @@ class InterpretationMixin:
         labels = parsed.labels.to_numpy()[keep]
         present = [t for t in self.targets_ if (labels == t).any()]
         scores = activation_scores(act, labels, self.term_ids_, "", present, method)
-        if gene_sets is None:
-            gene_sets = self.registry_["setup_args"].get("gene_sets")
-        if gene_sets is not None:
-            collection = gs.as_gene_sets(gene_sets)
-            ids = self._target_ids(collection)
-        else:
-            mask = mask_from_state(
-                self.registry_["field_registries"][REGISTRY_KEYS.MASK_KEY]["state_registry"]
-            )
-            member = mask.membership.tocsr()
-            var = list(mask.var_names)
-            collection = {t: [] for t in mask.terms}
-            rows, cols = member.nonzero()
-            for r, c in zip(rows, cols):
-                collection[mask.terms[c]].append(var[r])
-            ids = self._target_ids(collection)
-        affected = affected_terms(present, collection, self.term_ids_, ids)
+        affected = self.get_affected_terms(present, gene_sets)
         metrics = interpretability_metrics(scores, affected, ks)
         return (metrics, scores) if return_scores else metrics

@@ -11,10 +11,6 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from scsena import gene_sets as gs
-from scsena._constants import REGISTRY_KEYS
-from scsena.metrics import affected_terms
-
 from ._common import (
     CONTROL_LABEL,
     cell_labels,
@@ -23,7 +19,6 @@ from ._common import (
     new_axes,
     order_groups,
     rna_of,
-    target_set,
     term_tick_labels,
     wrap,
 )
@@ -35,34 +30,6 @@ if TYPE_CHECKING:
     from scsena.model import SENAVAE
 
 _TERM_LABELS = ("name", "id", "both")
-
-
-def _affected(model: SENAVAE, perturbation: str, gene_sets) -> set[str]:
-    """BPs whose gene set contains a target of ``perturbation`` (as the activation test)."""
-    targets = sorted(target_set(perturbation, model.delimiter_))
-    if gene_sets is None:
-        gene_sets = model.registry_["setup_args"].get("gene_sets")
-    if gene_sets is not None:
-        collection = gs.as_gene_sets(gene_sets)
-        sample = [g for genes in list(collection.values())[:50] for g in genes][:500]
-    else:
-        state = model.registry_["field_registries"][REGISTRY_KEYS.MASK_KEY]["state_registry"]
-        mask = gs.GeneSetMask.from_uns(state["mask"])
-        member = mask.membership.tocsr()
-        var = list(mask.var_names)
-        collection = {t: [] for t in mask.terms}
-        rows, cols = member.nonzero()
-        for r, c in zip(rows, cols):
-            collection[mask.terms[c]].append(var[r])
-        sample = var
-    id_type = gs.guess_id_type(sample)
-    if gs.guess_id_type(targets) == id_type:
-        ids = {t: t for t in targets}
-    else:
-        mapping = gs.map_gene_ids(targets, to=id_type).mapping
-        ids = {t: str(v) for t, v in mapping.items() if isinstance(v, str)}
-    hit = affected_terms(targets, collection, model.term_ids_, ids)
-    return set().union(*hit.values()) if hit else set()
 
 
 # ---------------------------------------------------------- pathway heatmap
@@ -270,7 +237,8 @@ def top_bps(
 
     Scores are those of the activation-score test
     (:meth:`~scsena.SENAVAE.activation_test`); BPs whose gene set contains the
-    perturbed gene (the *affected* BPs of the test) are coloured differently.
+    perturbed gene (the *affected* BPs of the test,
+    :meth:`~scsena.SENAVAE.get_affected_terms`) are coloured differently.
 
     Parameters
     ----------
@@ -289,7 +257,7 @@ def top_bps(
         ``model.activation_test(return_scores=True)``); computed when ``None``.
     gene_sets
         Collection defining the affected BPs (default: as in
-        :meth:`~scsena.SENAVAE.activation_test`).
+        :meth:`~scsena.SENAVAE.get_affected_terms`).
     term_labels
         Label BPs by ``"name"``, ``"id"`` or ``"both"``.
     label_width
@@ -306,7 +274,7 @@ def top_bps(
     top = _top_scores(
         model, perturbation, scores, n, adata=adata, method=method, gene_sets=gene_sets
     )
-    affected = _affected(model, perturbation, gene_sets)
+    affected = set(model.get_affected_terms(perturbation, gene_sets)[perturbation])
     ids = list(top.index)[::-1]  # best on top
     ax = new_axes(ax, (6, 0.3 * len(ids) + 1.5))
     ax.barh(
