@@ -1,4 +1,4 @@
-"""A straightforward SENA-discrepancy-VAE, written from SPEC sections 1-4 for benchmarks.
+"""A straightforward SENA-discrepancy-VAE, written from the method description, for benchmarks.
 
 This is the baseline that ``train_throughput.py`` compares scsena with. It does
 everything the way the published reference implementation does it, on purpose:
@@ -53,7 +53,7 @@ class ReferenceNetActivity(nn.Module):
 
 
 class ReferenceSENA(nn.Module):
-    """The network of SPEC section 3, float64, as the reference writes it."""
+    """The SENA-discrepancy-VAE network (encoder, intervention encoder, DAG, decoder), float64."""
 
     def __init__(self, membership, n_targets: int, n_latent: int, n_hidden: int = 128):
         super().__init__()

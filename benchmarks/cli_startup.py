@@ -5,7 +5,7 @@ so the files are in the page cache); the median and the slowest wall-clock times
 printed, with the load average before the runs (other jobs on the machine slow every
 number here).
 
-Run: python benchmarks/cli_startup.py [--repeats 7]
+Run: python benchmarks/cli_startup.py [--repeats 7] [--json results/cli_startup.json]
 """
 
 from __future__ import annotations
@@ -17,9 +17,17 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import add_json_option, recording, write_json  # noqa: E402
 
 COMMANDS = {
-    "scsena --help": [shutil.which("scsena") or "scsena", "--help"],
+    # the environment's own entry point when it is not on PATH (a venv not activated)
+    "scsena --help": [
+        shutil.which("scsena") or os.path.join(os.path.dirname(sys.executable), "scsena"),
+        "--help",
+    ],
     "python -c 'import scsena'": [sys.executable, "-c", "import scsena"],
     "python -c 'import scsena; scsena.SENAVAE'": [
         sys.executable,
@@ -35,19 +43,37 @@ def _wall(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
-    """Time each command and print one line per command."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per command")
-    args = parser.parse_args()
-    print(f"cores {os.cpu_count()}, load average before: {os.getloadavg()[0]:.2f}")
+def time_commands(repeats: int) -> dict:
+    """Time each command, print one line per command and return the numbers."""
+    load = os.getloadavg()[0]
+    print(f"cores {os.cpu_count()}, load average before: {load:.2f}")
+    results = {"cores": os.cpu_count(), "load_average_before": load, "repeats": repeats}
+    commands = {}
     for name, command in COMMANDS.items():
         _wall(command)  # warm-up: files in the page cache
-        times = [_wall(command) for _ in range(args.repeats)]
+        times = [_wall(command) for _ in range(repeats)]
+        commands[name] = {
+            "median_s": statistics.median(times),
+            "slowest_s": max(times),
+            "times_s": times,
+        }
         print(
             f"{name:<45} median {statistics.median(times):.3f} s, "
-            f"slowest {max(times):.3f} s ({args.repeats} runs)"
+            f"slowest {max(times):.3f} s ({repeats} runs)"
         )
+    return {**results, "commands": commands}
+
+
+def main() -> None:
+    """Time each command; with ``--json``, also write the numbers."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs per command")
+    add_json_option(parser)
+    args = parser.parse_args()
+    with recording() as output:
+        results = time_commands(args.repeats)
+    if args.json:
+        write_json(args.json, __file__, results, output)
 
 
 if __name__ == "__main__":

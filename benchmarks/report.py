@@ -19,21 +19,23 @@ pertpy's ``norman_2019``):
 from __future__ import annotations
 
 import argparse
-import logging
 import multiprocessing
 import os
 import platform
 import shlex
 import sys
 import time
-import warnings
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import pandas as pd
 
 import scsena
 from scsena.evaluate import EvaluationResult, combine, evaluate_model, seed_summary
 from scsena.metrics import random_recall
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import quiet  # noqa: E402
 
 #: Configurations: model arguments and train arguments.
 CONFIGS = {
@@ -82,13 +84,6 @@ INTERP = [("recall@25", "recall@25"), ("recall@100", "recall@100"), ("z_diff", "
 NOTES_HEADING = "## Reading the tables honestly"
 
 
-def _quiet() -> None:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def load_data(args: argparse.Namespace, setting: str):
     if args.norman:
         return scsena.datasets.norman2019(args.norman)
@@ -104,7 +99,7 @@ def load_data(args: argparse.Namespace, setting: str):
 
 def run_one(args: argparse.Namespace, setting: str, name: str, seed: int, baselines: bool):
     """Train and evaluate one configuration; returns the results and a description."""
-    _quiet()
+    quiet()
     if args.threads:
         import torch
 
@@ -217,7 +212,8 @@ def section(setting: str, args, summary, configs, desc, timings) -> list[str]:
     return out
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The report's options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--norman", default=None, help="Path to a Norman 2019 .h5ad file.")
     parser.add_argument("--n-cells", type=int, default=6_000)
@@ -242,26 +238,31 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads per run.")
     parser.add_argument("--out", default="docs/results.md")
     parser.add_argument("--tsv", default=None, help="Tidy results (default: next to --out).")
-    args = parser.parse_args()
-    _quiet()
-    if args.norman:
-        args.settings = args.settings[:1]
-    command = "python benchmarks/report.py " + shlex.join(sys.argv[1:])
-    t_start = time.perf_counter()
+    return parser.parse_args()
 
+
+def plan_runs(args: argparse.Namespace) -> list[tuple[str, str, int, bool]]:
+    """(setting, configuration, seed, with baselines) of every run; ablations on the first."""
     plan = []
     for i, setting in enumerate(args.settings):
         configs = list(dict.fromkeys(args.configs + (args.ablations if i == 0 else [])))
         for seed in args.seeds:
             plan += [(setting, name, seed, j == 0) for j, name in enumerate(configs)]
-    if args.jobs > 1:
-        args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
-        spawn = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(args.jobs, mp_context=spawn) as pool:
-            done = list(pool.map(run_one, *zip(*[(args, *p) for p in plan])))
-    else:
-        done = [run_one(args, *p) for p in plan]
+    return plan
 
+
+def run_all(args: argparse.Namespace, plan: list) -> list:
+    """Every planned run, ``--jobs`` at a time (each in its own process when > 1)."""
+    if args.jobs <= 1:
+        return [run_one(args, *p) for p in plan]
+    args.threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(args.jobs, mp_context=spawn) as pool:
+        return list(pool.map(run_one, *zip(*[(args, *p) for p in plan])))
+
+
+def summarise(args: argparse.Namespace, done: list) -> tuple[dict, dict, dict]:
+    """Write the tidy results of every run; returns summaries, timings and data per setting."""
     frames, seeds, timings, descs = {}, {}, {}, {}
     for setting, name, seed, results, seconds, desc in done:
         frames.setdefault(setting, []).append(EvaluationResult(results))
@@ -276,15 +277,19 @@ def main() -> None:
         tables.append(both.results)
         summaries[setting] = seed_summary(both)
     pd.concat(tables, ignore_index=True).to_csv(tsv, sep="\t", index=False)
+    return summaries, timings, descs
 
-    out = [
+
+def report_header(args: argparse.Namespace, command: str, minutes: float) -> list[str]:
+    """Title, training settings, the command and how to read the tables."""
+    return [
         "# Results: the reference preset, scsena's default, ablations and baselines",
         "",
         f"Training: {args.epochs} epochs (schedules spanning {args.epochs} epochs), batch "
         f"{args.batch_size}, seeds {args.seeds}; inference temperature 1000. Up to "
         f"{args.max_cells} cells per perturbation are compared. Machine: "
         f"{platform.machine()}, {os.cpu_count()} cores, {args.jobs} run(s) at a time; total "
-        f"{(time.perf_counter() - t_start) / 60:.0f} min.",
+        f"{minutes:.0f} min.",
         "",
         "Command:",
         "",
@@ -303,37 +308,61 @@ def main() -> None:
         "(the published model); `scsena` is the default preset.",
         "",
     ]
+
+
+def ablation_section(setting: str, summary: pd.DataFrame, ablations: list[str]) -> list[str]:
+    """The ablations of the default on one setting: double and test folds, assignment."""
+    methods = ablations + ["additive", "control"]
+    return [
+        f"### Ablations of the default ({setting})",
+        "",
+        "Each row removes (-) or adds (+) one remedy of the default preset.",
+        "",
+        "Double fold:",
+        "",
+        markdown(summary, methods, "double", SHORT),
+        "",
+        "Test fold:",
+        "",
+        markdown(summary, methods, "test", SHORT),
+        "",
+        "Assignment and interpretability:",
+        "",
+        markdown(summary, ablations, "train", ASSIGN + INTERP),
+        "",
+    ]
+
+
+def previous_notes(path: str) -> str:
+    """The hand-written reading of an earlier report at ``path`` (to check against the tables)."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as fh:
+        previous = fh.read()
+    if NOTES_HEADING not in previous:
+        return ""
+    print(f"kept the hand-written section {NOTES_HEADING!r}: update its numbers")
+    return "\n" + previous[previous.index(NOTES_HEADING) :]
+
+
+def main() -> None:
+    """Train and evaluate every run, then write the report and the tidy results."""
+    args = parse_args()
+    quiet()
+    if args.norman:
+        args.settings = args.settings[:1]
+    command = "python benchmarks/report.py " + shlex.join(sys.argv[1:])
+    t_start = time.perf_counter()
+    summaries, timings, descs = summarise(args, run_all(args, plan_runs(args)))
+    out = report_header(args, command, (time.perf_counter() - t_start) / 60)
     for i, setting in enumerate(args.settings):
         configs = list(args.configs)
         out += section(setting, args, summaries[setting], configs, descs[setting], timings[setting])
         if i == 0 and args.ablations:
             ablations = [a for a in args.ablations if a in timings[setting]]
-            out += [
-                f"### Ablations of the default ({setting})",
-                "",
-                "Each row removes (-) or adds (+) one remedy of the default preset.",
-                "",
-                "Double fold:",
-                "",
-                markdown(summaries[setting], ablations + ["additive", "control"], "double", SHORT),
-                "",
-                "Test fold:",
-                "",
-                markdown(summaries[setting], ablations + ["additive", "control"], "test", SHORT),
-                "",
-                "Assignment and interpretability:",
-                "",
-                markdown(summaries[setting], ablations, "train", ASSIGN + INTERP),
-                "",
-            ]
+            out += ablation_section(setting, summaries[setting], ablations)
     # keep the hand-written reading of an earlier report (check it against the new tables)
-    notes = ""
-    if os.path.exists(args.out):
-        with open(args.out) as fh:
-            previous = fh.read()
-        if NOTES_HEADING in previous:
-            notes = "\n" + previous[previous.index(NOTES_HEADING) :]
-            print(f"kept the hand-written section {NOTES_HEADING!r}: update its numbers")
+    notes = previous_notes(args.out)
     with open(args.out, "w") as fh:
         fh.write("\n".join(out) + notes)
     print("\n".join(out))

@@ -9,8 +9,10 @@ Two measurements, each in its own subprocess so peak RSS is per configuration:
    whole), then trained from ``anndata.read_h5ad(path, backed="r")`` for a fixed number
    of steps; peak RSS for two file sizes shows whether memory stays flat as cells grow.
 
-Run: python benchmarks/scale.py targets --n-targets 1000 10000
-     python benchmarks/scale.py backed --n-cells 100000 1000000 --n-genes 2000
+Run: python benchmarks/scale.py targets --n-targets 1000 10000 [--json PATH]
+     python benchmarks/scale.py backed --n-cells 100000 1000000 --n-genes 2000 [--json PATH]
+
+Each child prints its numbers as one JSON line; ``--json`` collects them in one file.
 """
 
 from __future__ import annotations
@@ -18,23 +20,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
-import warnings
+from pathlib import Path
 
-
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _quiet() -> None:
-    import logging
-
-    warnings.filterwarnings("ignore")
-    for name in ("lightning", "lightning.pytorch", "scvi"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    add_json_option,
+    process_peak_rss_mib,
+    quiet,
+    recording,
+    write_json,
+)
 
 
 def run_targets(n_targets: int, n_latent: int, n_genes: int, n_terms: int, steps: int) -> dict:
@@ -72,7 +70,7 @@ def run_targets(n_targets: int, n_latent: int, n_genes: int, n_terms: int, steps
         "n_latent": n_latent,
         "ms_per_step": 1000 * float(np.median(times)),
         "parameters": params,
-        "peak_rss_mib": _peak_mib(),
+        "peak_rss_mib": process_peak_rss_mib(),
     }
 
 
@@ -121,7 +119,7 @@ def run_backed(path: str, steps: int) -> dict:
 
     import scsena
 
-    _quiet()
+    quiet()
     t = time.perf_counter()
     adata = ad.read_h5ad(path, backed="r")
     scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids")
@@ -144,7 +142,7 @@ def run_backed(path: str, steps: int) -> dict:
         "setup_s": setup_s,
         "steps": steps,
         "ms_per_step": 1000 * train_s / steps,
-        "peak_rss_mib": _peak_mib(),
+        "peak_rss_mib": process_peak_rss_mib(),
         "file_gib": os.path.getsize(path) / 2**30,
     }
 
@@ -156,7 +154,8 @@ def _child(argv: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """``targets`` and ``backed`` (and ``_child``, the measurement run in a subprocess)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
     t = sub.add_parser("targets")
@@ -165,49 +164,68 @@ def main() -> None:
     t.add_argument("--n-genes", type=int, default=2000)
     t.add_argument("--n-terms", type=int, default=1000)
     t.add_argument("--steps", type=int, default=10)
+    add_json_option(t)
     b = sub.add_parser("backed")
     b.add_argument("--n-cells", type=int, nargs="+", default=[100_000, 1_000_000])
     b.add_argument("--n-genes", type=int, default=2000)
     b.add_argument("--chunk", type=int, default=50_000)
     b.add_argument("--steps", type=int, default=100)
     b.add_argument("--dir", default=".")
+    add_json_option(b)
     c = sub.add_parser("_child")
     c.add_argument("job")
     c.add_argument("args", nargs="*")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    if args.what == "_child":
-        a = args.args
-        if args.job == "targets":
-            res = run_targets(int(a[0]), int(a[1]), int(a[2]), int(a[3]), int(a[4]))
-        elif args.job == "write":
-            t0 = time.perf_counter()
-            write_backed(a[0], int(a[1]), int(a[2]), int(a[3]))
-            res = {"write_s": time.perf_counter() - t0, "peak_rss_mib": _peak_mib()}
-        else:
-            res = run_backed(a[0], int(a[1]))
-        print(json.dumps(res))
-        return
-    print(f"{os.cpu_count()} cores")
-    if args.what == "targets":
-        for p in args.n_targets:
-            r = _child(
-                [
-                    "targets",
-                    str(p),
-                    str(args.n_latent),
-                    str(args.n_genes),
-                    str(args.n_terms),
-                    str(args.steps),
-                ]
-            )
-            print(json.dumps(r))
+
+def run_child(job: str, a: list[str]) -> None:
+    """One measurement, in this (fresh) process: print its numbers as one JSON line."""
+    if job == "targets":
+        res = run_targets(int(a[0]), int(a[1]), int(a[2]), int(a[3]), int(a[4]))
+    elif job == "write":
+        t0 = time.perf_counter()
+        write_backed(a[0], int(a[1]), int(a[2]), int(a[3]))
+        res = {"write_s": time.perf_counter() - t0, "peak_rss_mib": process_peak_rss_mib()}
     else:
-        for n in args.n_cells:
-            path = os.path.join(args.dir, f"scale_{n}.h5ad")
-            w = _child(["write", path, str(n), str(args.n_genes), str(args.chunk)])
-            print(json.dumps({"n_cells": n, **{f"write_{k}": v for k, v in w.items()}}))
-            print(json.dumps(_child(["backed", path, str(args.steps)])))
+        res = run_backed(a[0], int(a[1]))
+    print(json.dumps(res))
+
+
+def measure_targets(args: argparse.Namespace) -> list[dict]:
+    """One subprocess per number of targets; prints and returns their numbers."""
+    runs = []
+    for p in args.n_targets:
+        sizes = (p, args.n_latent, args.n_genes, args.n_terms, args.steps)
+        runs.append(_child(["targets", *map(str, sizes)]))
+        print(json.dumps(runs[-1]))
+    return runs
+
+
+def measure_backed(args: argparse.Namespace) -> list[dict]:
+    """Per number of cells: write the file, then train from it backed (two subprocesses)."""
+    runs = []
+    for n in args.n_cells:
+        path = os.path.join(args.dir, f"scale_{n}.h5ad")
+        w = _child(["write", path, str(n), str(args.n_genes), str(args.chunk)])
+        runs.append({"n_cells": n, **{f"write_{k}": v for k, v in w.items()}})
+        print(json.dumps(runs[-1]))
+        runs.append(_child(["backed", path, str(args.steps)]))
+        print(json.dumps(runs[-1]))
+    return runs
+
+
+def main() -> None:
+    """Run ``targets`` or ``backed``; with ``--json``, also write the numbers."""
+    args = parse_args()
+    if args.what == "_child":
+        run_child(args.job, args.args)
+        return
+    with recording() as output:
+        print(f"{os.cpu_count()} cores")
+        measure = measure_targets if args.what == "targets" else measure_backed
+        runs = measure(args)
+    if args.json:
+        write_json(args.json, __file__, {"what": args.what, "runs": runs}, output)
 
 
 if __name__ == "__main__":

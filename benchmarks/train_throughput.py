@@ -18,21 +18,18 @@ same machine load, and reports medians over the blocks. Last, times whole epochs
 ``SENAVAE.train`` (data loading and Lightning included).
 
 Run: python benchmarks/train_throughput.py [--n-cells 20000] [--batch-sizes 32,128,512]
-     [--steps 5] [--repeats 3] [--device cpu|cuda] [--threads N]
+     [--steps 5] [--repeats 3] [--device cpu|cuda] [--threads N] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import os
-import platform
 import sys
 import time
 from itertools import cycle
 from pathlib import Path
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
@@ -42,7 +39,6 @@ from scsena.module import SENAModule
 from scsena.train import PerturbationPureBatchSampler, make_loader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _memory import max_peak_rss_mib, peak_rss_mib, reset_peak_rss, rss_mib  # noqa: E402
 from _reference import (  # noqa: E402
     ReferenceDataset,
     ReferenceSENA,
@@ -50,9 +46,20 @@ from _reference import (  # noqa: E402
     reference_loader,
     reference_loss,
 )
+from common import (  # noqa: E402
+    add_json_option,
+    epoch_timer,
+    machine_line,
+    max_peak_rss_mib,
+    peak_rss_mib,
+    recording,
+    reset_peak_rss,
+    rss_mib,
+    write_json,
+)
 
 
-# ----------------------------------------------------------------------------- memory
+# ----------------------------------------------------------------------------- device
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -111,7 +118,7 @@ def scsena_loss(module, batch, eps=None, temperature=1.0):
     return module.loss(batch, inf, gen, alpha=1.0, beta=1.0).loss
 
 
-def check_agreement(module, ref, ds, ref_ds, batch_size, seed):
+def check_agreement(module, ref, ds, ref_ds, batch_size, seed) -> dict:
     """Same weights, same batch, same noise: compare losses and gradients."""
     idx = batches_for(ds, batch_size, 1, seed)[0][0]
     batch = ds[idx]
@@ -136,6 +143,21 @@ def check_agreement(module, ref, ds, ref_ds, batch_size, seed):
     m64.zero_grad(set_to_none=True)
     l64 = scsena_loss(m64, b64, eps)
     l64.backward()
+    l_ref, l32, l64 = float(l_ref.detach()), float(l32.detach()), float(l64.detach())
+    print(
+        f"loss on one batch of {len(idx)} (alpha = beta = tau = 1): reference float64 "
+        f"{l_ref:.10f}, scsena float32 {l32:.10f} (abs diff {abs(l32 - l_ref):.2e}, "
+        f"relative {abs(l32 - l_ref) / abs(l_ref):.1e}); scsena float64 {l64:.12f} "
+        f"(abs diff {abs(l64 - l_ref):.2e})"
+    )
+    grads = gradient_agreement(m64, ref)
+    ref.zero_grad(set_to_none=True)
+    losses = {"reference_float64": l_ref, "scsena_float32": l32, "scsena_float64": l64}
+    return {"identical_batches": same_data, "batch_size": len(idx), "loss": losses, **grads}
+
+
+def gradient_agreement(m64, ref) -> dict:
+    """Largest gradient difference, float64 module against the reference (after backward)."""
     ref_params = {
         "fc1.weight": ref.fc1.weight,
         "fc1.bias": ref.fc1.bias,
@@ -160,19 +182,18 @@ def check_agreement(module, ref, ds, ref_ds, batch_size, seed):
     gdiff = {k: float((params[k].grad - g).abs().max()) for k, g in ref_grads.items()}
     worst = max(gdiff, key=gdiff.get)
     gscale = max(float(p.grad.abs().max()) for p in ref_params.values())
-    l_ref, l32, l64 = float(l_ref.detach()), float(l32.detach()), float(l64.detach())
-    print(
-        f"loss on one batch of {len(idx)} (alpha = beta = tau = 1): reference float64 "
-        f"{l_ref:.10f}, scsena float32 {l32:.10f} (abs diff {abs(l32 - l_ref):.2e}, "
-        f"relative {abs(l32 - l_ref) / abs(l_ref):.1e}); scsena float64 {l64:.12f} "
-        f"(abs diff {abs(l64 - l_ref):.2e})"
-    )
+    outside_max = float(outside.abs().max())
     print(
         f"gradients of {len(gdiff)} parameter tensors, scsena float64 vs reference: max abs "
         f"diff {gdiff[worst]:.2e} ({worst}; largest gradient entry {gscale:.2e}); "
-        f"reference's largest non-member fc1 gradient {float(outside.abs().max()):.1e}"
+        f"reference's largest non-member fc1 gradient {outside_max:.1e}"
     )
-    ref.zero_grad(set_to_none=True)
+    return {
+        "gradient_max_abs_diff": gdiff[worst],
+        "gradient_worst_tensor": worst,
+        "gradient_largest_entry": gscale,
+        "reference_non_member_gradient": outside_max,
+    }
 
 
 # ----------------------------------------------------------------------------- steps
@@ -281,126 +302,145 @@ def mmd_tensor_gib(batch_size: int, n_genes: int) -> float:
     return (2 * batch_size) ** 2 * n_genes * 8 / 2**30
 
 
-def bench_steps(args, module, default_module, ref_template, ds, ref_ds, device) -> None:
+def bench_steps(args, module, default_module, ref_template, ds, ref_ds, device) -> list[dict]:
+    """Time the paths' training steps at every batch size; returns one dict per size."""
     print(
         f"\n== training steps (batch read + forward + backward + Adam); {args.repeats} "
         f"alternating blocks of up to {args.steps} steps per path (at most "
         f"{args.block_seconds:.0f} s a block), medians over blocks =="
     )
+    rows = []
+    for bs in args.batch_sizes:
+        batches, mixed = batches_for(ds, bs, args.warmup + args.steps, args.seed)
+        note = " (batches mix perturbations: too few cells per perturbation)" if mixed else ""
+        rss = rss_mib()
+        print(f"\nbatch {bs}: {len(batches)} batches per epoch{note}; RSS before: {rss:.0f} MiB")
+        runners, skipped_gib = make_runners(
+            args, bs, batches, (module, default_module, ref_template), ds, ref_ds, device
+        )
+        run_blocks(runners, args)
+        res = {r.name: r.summary(bs) for r in runners}
+        del runners
+        print_step_table(bs, res, device)
+        row = {"batch_size": bs, "batches_per_epoch": len(batches), "mixed": mixed}
+        row.update(rss_before_mib=rss, paths=res, reference_skipped_gib=skipped_gib)
+        rows.append({**row, **compare_paths(bs, res)})
+    ratios = [(r["batch_size"], r["scsena_over_reference"]) for r in rows]
+    ratios = [(b, r["cells_s"]) for b, r in ratios if r is not None]
+    if ratios:
+        print(
+            "\nsummary, scsena / reference cells/s: "
+            + ", ".join(f"batch {b}: {r:.1f}x" for b, r in ratios)
+        )
+    return rows
+
+
+def make_runners(args, bs, batches, modules, ds, ref_ds, device) -> tuple[list, float | None]:
+    """The paths at batch ``bs`` (reference first, unless its MMD tensor is too large).
+
+    Returns the runners and the size (GiB) of the reference's MMD tensor when it was
+    skipped, else None.
+    """
+    module, default_module, ref_template = modules
+    module_b = clone_module(module).to(device).train()
+    default_b = copy.deepcopy(default_module).to(device).train()
+    runners = [
+        Runner(
+            "scsena",
+            make_scsena_step(module_b, device),
+            DataLoader(ds, sampler=batches, batch_size=None),
+            device,
+        ),
+        Runner(
+            "default",
+            make_scsena_step(default_b, device),
+            DataLoader(ds, sampler=batches, batch_size=None),
+            device,
+        ),
+    ]
+    ref_gib = mmd_tensor_gib(bs, ds.matrix.shape[1])
+    if ref_gib > args.ref_max_gib:
+        print(
+            f"reference skipped at batch {bs}: its MMD expands a 2B x 2B x G float64 "
+            f"tensor of {ref_gib:.1f} GiB (limit --ref-max-gib {args.ref_max_gib})"
+        )
+        return runners, ref_gib
+    ref_b = copy.deepcopy(ref_template).to(device).train()
+    reference = Runner(
+        "reference", make_reference_step(ref_b, device), reference_loader(ref_ds, batches), device
+    )
+    return [reference, *runners], None
+
+
+def run_blocks(runners: list, args) -> None:
+    """Warm every path up (untimed), then time alternating blocks (order flips each block)."""
+    for r in runners:  # warm-up (allocator, Adam state), not timed
+        r.block(args.warmup, float("inf"))
+        r.data_s.clear()
+        r.step_s.clear()
+        r.peak_mib = 0.0
+    for rep in range(args.repeats):
+        order = runners if rep % 2 == 0 else runners[::-1]
+        for r in order:
+            r.block(args.steps, args.block_seconds)
+
+
+def print_step_table(bs: int, res: dict, device) -> None:
+    """One line per path: batch read, step, cells/s and peak memory."""
     header = (
         f"{'batch':>5} {'path':<10} {'data ms/batch':>13} {'step ms':>9} {'cells/s':>9} "
         f"{'compute cells/s':>15} {'peak RSS MiB':>12}"
     )
     if device.type == "cuda":
         header += f" {'peak GPU MiB':>12}"
-    rows = []
-    for bs in args.batch_sizes:
-        batches, mixed = batches_for(ds, bs, args.warmup + args.steps, args.seed)
-        note = " (batches mix perturbations: too few cells per perturbation)" if mixed else ""
-        print(
-            f"\nbatch {bs}: {len(batches)} batches per epoch{note}; RSS before: {rss_mib():.0f} MiB"
+    print(
+        "paths: reference = the published form; scsena = preset='reference'; "
+        "default = preset='scsena'"
+    )
+    print(header)
+    for name, s in res.items():
+        line = (
+            f"{bs:>5} {name:<10} {s['data_ms']:>13.2f} {s['step_ms']:>9.1f} "
+            f"{s['cells_s']:>9.1f} {s['compute_cells_s']:>15.1f} {s['peak_mib']:>12.0f}"
         )
-        module_b = clone_module(module).to(device).train()
-        default_b = copy.deepcopy(default_module).to(device).train()
-        runners = [
-            Runner(
-                "scsena",
-                make_scsena_step(module_b, device),
-                DataLoader(ds, sampler=batches, batch_size=None),
-                device,
-            ),
-            Runner(
-                "default",
-                make_scsena_step(default_b, device),
-                DataLoader(ds, sampler=batches, batch_size=None),
-                device,
-            ),
-        ]
-        ref_gib = mmd_tensor_gib(bs, ds.matrix.shape[1])
-        if ref_gib <= args.ref_max_gib:
-            ref_b = copy.deepcopy(ref_template).to(device).train()
-            runners.insert(
-                0,
-                Runner(
-                    "reference",
-                    make_reference_step(ref_b, device),
-                    reference_loader(ref_ds, batches),
-                    device,
-                ),
-            )
-        else:
-            print(
-                f"reference skipped at batch {bs}: its MMD expands a 2B x 2B x G float64 "
-                f"tensor of {ref_gib:.1f} GiB (limit --ref-max-gib {args.ref_max_gib})"
-            )
-        for r in runners:  # warm-up (allocator, Adam state), not timed
-            r.block(args.warmup, float("inf"))
-            r.data_s.clear()
-            r.step_s.clear()
-            r.peak_mib = 0.0
-        for rep in range(args.repeats):
-            order = runners if rep % 2 == 0 else runners[::-1]
-            for r in order:
-                r.block(args.steps, args.block_seconds)
-        res = {r.name: r.summary(bs) for r in runners}
+        if device.type == "cuda":
+            line += f" {s['peak_gpu_mib']:>12.0f}"
+        print(line)
+
+
+def compare_paths(bs: int, res: dict) -> dict:
+    """Print and return scsena / reference and default / preset='reference' ratios."""
+    versus_reference = None
+    if "reference" in res:
+        a, b = res["reference"], res["scsena"]
+        versus_reference = {
+            "cells_s": b["cells_s"] / a["cells_s"],
+            "compute_cells_s": b["compute_cells_s"] / a["compute_cells_s"],
+            "batch_read": a["data_ms"] / b["data_ms"],
+        }
         print(
-            "paths: reference = the published form; scsena = preset='reference'; "
-            "default = preset='scsena'"
+            f"batch {bs}: scsena / reference = {versus_reference['cells_s']:.1f}x cells/s "
+            f"(compute only {versus_reference['compute_cells_s']:.1f}x, "
+            f"batch read {versus_reference['batch_read']:.0f}x faster)"
         )
-        print(header)
-        for name, s in res.items():
-            line = (
-                f"{bs:>5} {name:<10} {s['data_ms']:>13.2f} {s['step_ms']:>9.1f} "
-                f"{s['cells_s']:>9.1f} {s['compute_cells_s']:>15.1f} {s['peak_mib']:>12.0f}"
-            )
-            if device.type == "cuda":
-                line += f" {s['peak_gpu_mib']:>12.0f}"
-            print(line)
-        if "reference" in res:
-            a, b = res["reference"], res["scsena"]
-            print(
-                f"batch {bs}: scsena / reference = {b['cells_s'] / a['cells_s']:.1f}x cells/s "
-                f"(compute only {b['compute_cells_s'] / a['compute_cells_s']:.1f}x, "
-                f"batch read {a['data_ms'] / b['data_ms']:.0f}x faster)"
-            )
-            rows.append((bs, b["cells_s"] / a["cells_s"]))
-        d, b = res["default"], res["scsena"]
-        print(
-            f"batch {bs}: default / preset='reference' step time = "
-            f"{d['step_ms'] / b['step_ms']:.2f}x (batch read + step "
-            f"{(d['data_ms'] + d['step_ms']) / (b['data_ms'] + b['step_ms']):.2f}x)"
-        )
-        del runners
-    if rows:
-        print(
-            "\nsummary, scsena / reference cells/s: "
-            + ", ".join(f"batch {b}: {r:.1f}x" for b, r in rows)
-        )
+    d, b = res["default"], res["scsena"]
+    versus_preset = {
+        "step": d["step_ms"] / b["step_ms"],
+        "read_and_step": (d["data_ms"] + d["step_ms"]) / (b["data_ms"] + b["step_ms"]),
+    }
+    print(
+        f"batch {bs}: default / preset='reference' step time = "
+        f"{versus_preset['step']:.2f}x (batch read + step {versus_preset['read_and_step']:.2f}x)"
+    )
+    return {
+        "scsena_over_reference": versus_reference,
+        "default_over_reference_preset": versus_preset,
+    }
 
 
 # ----------------------------------------------------------------------------- epochs
-class EpochTimer(pl.Callback):
-    """Lightning callback recording the wall time and batch count of each training epoch."""
-
-    def __init__(self):
-        self.times: list[float] = []
-        self.batches: list[int] = []
-        self._t = 0.0
-        self._n = 0
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        self._t = time.perf_counter()
-        self._n = 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self._n += 1
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        self.times.append(time.perf_counter() - self._t)
-        self.batches.append(self._n)
-
-
-def bench_epochs(args, adata, device) -> None:
+def bench_epochs(args, adata, device) -> dict:
+    """Time whole epochs of ``SENAVAE.train``; returns their numbers."""
     print(
         f"\n== SENAVAE(preset={args.epoch_preset!r}).train(max_epochs={args.epochs}, "
         f"batch_size={args.epoch_batch_size}) =="
@@ -417,7 +457,7 @@ def bench_epochs(args, adata, device) -> None:
         scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids", gene_sets="go_bp_sena")
     print(f"data: {adata.n_obs} cells x {adata.n_vars} genes (same simulator settings)")
     model = scsena.SENAVAE(adata, seed=args.seed, preset=args.epoch_preset)
-    timer = EpochTimer()
+    timer = epoch_timer()
     reset = reset_peak_rss()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -431,34 +471,48 @@ def bench_epochs(args, adata, device) -> None:
         enable_progress_bar=False,
     )
     total = time.perf_counter() - t
-    cells_per_epoch = timer.batches[-1] * args.epoch_batch_size
-    for e, (s, nb) in enumerate(zip(timer.times, timer.batches)):
+    result = {"n_cells": adata.n_obs, "train_s": total, "epoch_times_s": timer.times}
+    result.update(batches=timer.batches, peak_rss_mib=peak_rss_mib() if reset else None)
+    if device.type == "cuda":
+        result["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    print_epochs(args, result)
+    return result
+
+
+def print_epochs(args, result: dict) -> None:
+    """Every epoch's time, the median and the extrapolated full training."""
+    bs, times, batches = args.epoch_batch_size, result["epoch_times_s"], result["batches"]
+    for e, (s, nb) in enumerate(zip(times, batches)):
         print(
-            f"epoch {e}: {s:.1f} s, {nb} batches, {nb * args.epoch_batch_size} cells, "
-            f"{nb * args.epoch_batch_size / s:.1f} cells/s, {1e3 * s / nb:.1f} ms/batch"
+            f"epoch {e}: {s:.1f} s, {nb} batches, {nb * bs} cells, "
+            f"{nb * bs / s:.1f} cells/s, {1e3 * s / nb:.1f} ms/batch"
         )
-    med = float(np.median(timer.times))
+    med = float(np.median(times))
     print(
-        f"train() total {total:.1f} s for {args.epochs} epochs; median epoch {med:.1f} s "
-        f"= {cells_per_epoch / med:.1f} cells/s ({1e3 * med / timer.batches[-1]:.1f} ms/batch, "
-        f"data loading and Lightning included)"
+        f"train() total {result['train_s']:.1f} s for {args.epochs} epochs; median epoch "
+        f"{med:.1f} s = {batches[-1] * bs / med:.1f} cells/s ({1e3 * med / batches[-1]:.1f} "
+        f"ms/batch, data loading and Lightning included)"
     )
-    per_batch = med / timer.batches[-1]
+    per_batch = med / batches[-1]
     full_s = args.full_epochs * args.full_batches * per_batch
+    result.update(median_epoch_s=med, extrapolated_full_s=full_s)
     print(
         f"extrapolated full training: {args.full_epochs} epochs x {args.full_batches} batches "
-        f"x {1e3 * per_batch:.1f} ms/batch (median of the {len(timer.times)} measured epochs) "
+        f"x {1e3 * per_batch:.1f} ms/batch (median of the {len(times)} measured epochs) "
         f"= {full_s / 3600:.1f} h"
     )
-    mem = f"peak RSS during train(): {peak_rss_mib():.0f} MiB" if reset else ""
-    if device.type == "cuda":
-        mem += f", peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB"
+    mem = ""
+    if result["peak_rss_mib"] is not None:
+        mem = f"peak RSS during train(): {result['peak_rss_mib']:.0f} MiB"
+    if "peak_gpu_mib" in result:
+        mem += f", peak GPU memory {result['peak_gpu_mib']:.0f} MiB"
     if mem:
         print(mem)
 
 
 # ----------------------------------------------------------------------------- main
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The benchmark's options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-cells", type=int, default=20_000)
     parser.add_argument("--n-genes", type=int, default=5_000)
@@ -502,18 +556,13 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    add_json_option(parser)
+    return parser.parse_args()
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device is available")
-    print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}"
-        + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else "")
-    )
+
+def run(args: argparse.Namespace, device: torch.device) -> dict:
+    """Agreement check, training steps and epochs; returns every number."""
+    print(machine_line(device.type))
     t_all = time.perf_counter()
     torch.manual_seed(args.seed)
     adata, model, default_module, ds, mask = build(args)
@@ -523,19 +572,36 @@ def main() -> None:
     ref_ds = ReferenceDataset(
         ds.matrix, ds.perturbed, ds.partners, ds.codes[:, 0].numpy(), len(model.targets_)
     )
+    members = int((ref.fc1.mask != 0).sum())
+    n_genes, n_terms = ref.fc1.mask.shape
     print(
         f"dense reference mask: {ref.fc1.mask.numel() * 8 / 2**20:.0f} MiB float64, "
-        f"{int((ref.fc1.mask != 0).sum()):,} member pairs "
-        f"({100 * float((ref.fc1.mask != 0).double().mean()):.2f}% of G x T)"
+        f"{members:,} member pairs ({100 * members / (n_genes * n_terms):.2f}% of G x T)"
     )
-    check_agreement(module, ref, ds, ref_ds, 32, args.seed)
-    bench_steps(args, module, default_module, ref, ds, ref_ds, device)
+    results = {"data": {"n_cells": adata.n_obs, "n_genes": n_genes, "n_terms": n_terms}}
+    results["data"].update(training_examples=len(ds), n_latent=model.n_latent)
+    results["mask"] = {"dense_mib": ref.fc1.mask.numel() * 8 / 2**20, "member_pairs": members}
+    results["agreement"] = check_agreement(module, ref, ds, ref_ds, 32, args.seed)
+    results["steps"] = bench_steps(args, module, default_module, ref, ds, ref_ds, device)
     if args.epochs > 0:
-        bench_epochs(args, adata, device)
-    print(
-        f"\nlargest peak RSS over the run: {max_peak_rss_mib():.0f} MiB; "
-        f"total {time.perf_counter() - t_all:.0f} s"
-    )
+        results["epochs"] = bench_epochs(args, adata, device)
+    peak, total = max_peak_rss_mib(), time.perf_counter() - t_all
+    print(f"\nlargest peak RSS over the run: {peak:.0f} MiB; total {total:.0f} s")
+    return {**results, "peak_rss_mib": peak, "total_s": total}
+
+
+def main() -> None:
+    """Run the benchmark; with ``--json``, also write the numbers."""
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    with recording() as output:
+        results = run(args, device)
+    if args.json:
+        write_json(args.json, __file__, results, output)
 
 
 def mask_membership(uns_mask):
