@@ -25,6 +25,7 @@ class _AnnDataKeys(NamedTuple):
     ACTIVITY: str = "X_scsena_activity"
     ACTIVITY_UNS: str = "scsena_activity"
     PERTURBATION: str = "scsena_perturbation"
+    DATASET: str = "scsena_dataset"
 
 
 REGISTRY_KEYS = _RegistryKeys()

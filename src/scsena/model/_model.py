@@ -228,15 +228,7 @@ class SENAVAE(
         super().__init__(adata, registry=registry)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
-        fields = self.registry_["field_registries"]
-        pert_state = fields[REGISTRY_KEYS.PERTURBATION_KEY]["state_registry"]
-        mask_state = fields[REGISTRY_KEYS.MASK_KEY]["state_registry"]
-        mask = mask_from_state(mask_state)
-        self.targets_ = targets_from_state(pert_state)
-        self.control_value_ = str(pert_state["control_value"])
-        self.delimiter_ = str(pert_state["delimiter"])
-        self.term_ids_ = list(mask.terms)
-        self.term_names_ = list(mask.term_names)
+        mask = self._read_registry()
         self.term_orientation_ = None  # per-term signs of the oriented activities
         self.seed_ = int(seed)
         self._test_fraction = float(test_fraction)
@@ -259,38 +251,11 @@ class SENAVAE(
                 "prediction": prediction,
             },
         )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.module = SENAModule(
-                n_genes=mask.n_genes,
-                n_targets=len(self.targets_),
-                membership=mask.membership,
-                n_latent=n_latent,
-                encoder=encoder,
-                sena_lambda=sena_lambda,
-                n_cats_per_covariate=covariate_category_counts(self.registry_),
-                **network,
-            ).to(self._dtype)
+        network.update(encoder=encoder, sena_lambda=sena_lambda, n_latent=n_latent)
+        self.module = self._build_module(mask, network, seed)
         self.heldout_: list[str] = []
         if adata is not None:
-            dataset_info = adata.uns.get("scsena_dataset", {})
-            dataset_heldout = (
-                list(np.asarray(dataset_info.get("heldout", [])).tolist())
-                if isinstance(dataset_info, Mapping)
-                else None
-            )
-            self.heldout_ = resolve_heldout(heldout, self.targets_, seed, dataset_heldout or None)
-            splitter = self._splitter(self.adata_manager)
-            folds = assign_folds(splitter.perturbations, self.heldout_, test_fraction, seed)
-            if ADATA_KEYS.FOLD in adata.obs and not (
-                isinstance(adata.obs[ADATA_KEYS.FOLD].dtype, pd.CategoricalDtype)
-                and list(adata.obs[ADATA_KEYS.FOLD].cat.categories) == list(folds.categories)
-            ):
-                raise ValueError(
-                    f"adata.obs[{ADATA_KEYS.FOLD!r}] exists and was not written by scsena; "
-                    "rename that column first."
-                )
-            adata.obs[ADATA_KEYS.FOLD] = folds
+            self.heldout_ = self._write_folds(adata, heldout, test_fraction, seed)
         # one short line per topic: printed in a notebook, a single long line wraps anywhere
         self._model_summary_string = "\n".join(
             [
@@ -303,6 +268,52 @@ class SENAVAE(
             ]
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def _read_registry(self):
+        """Targets, label conventions and terms from the registry; returns the mask."""
+        fields = self.registry_["field_registries"]
+        pert_state = fields[REGISTRY_KEYS.PERTURBATION_KEY]["state_registry"]
+        mask = mask_from_state(fields[REGISTRY_KEYS.MASK_KEY]["state_registry"])
+        self.targets_ = targets_from_state(pert_state)
+        self.control_value_ = str(pert_state["control_value"])
+        self.delimiter_ = str(pert_state["delimiter"])
+        self.term_ids_ = list(mask.terms)
+        self.term_names_ = list(mask.term_names)
+        return mask
+
+    def _build_module(self, mask, network: dict, seed: int) -> SENAModule:
+        """The network, initialised from ``seed`` without touching the global RNG."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return SENAModule(
+                n_genes=mask.n_genes,
+                n_targets=len(self.targets_),
+                membership=mask.membership,
+                n_cats_per_covariate=covariate_category_counts(self.registry_),
+                **network,
+            ).to(self._dtype)
+
+    def _write_folds(self, adata, heldout, test_fraction: float, seed: int) -> list[str]:
+        """Resolve the held-out targets and write every cell's fold into ``obs``."""
+        dataset_info = adata.uns.get(ADATA_KEYS.DATASET, {})
+        dataset_heldout = (
+            list(np.asarray(dataset_info.get("heldout", [])).tolist())
+            if isinstance(dataset_info, Mapping)
+            else None
+        )
+        resolved = resolve_heldout(heldout, self.targets_, seed, dataset_heldout or None)
+        splitter = self._splitter(self.adata_manager)
+        folds = assign_folds(splitter.perturbations, resolved, test_fraction, seed)
+        if ADATA_KEYS.FOLD in adata.obs and not (
+            isinstance(adata.obs[ADATA_KEYS.FOLD].dtype, pd.CategoricalDtype)
+            and list(adata.obs[ADATA_KEYS.FOLD].cat.categories) == list(folds.categories)
+        ):
+            raise ValueError(
+                f"adata.obs[{ADATA_KEYS.FOLD!r}] exists and was not written by scsena; "
+                "rename that column first."
+            )
+        adata.obs[ADATA_KEYS.FOLD] = folds
+        return resolved
 
     # ------------------------------------------------------------------ setup
     @classmethod

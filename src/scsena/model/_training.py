@@ -255,32 +255,8 @@ class TrainingMixin:
             select_best_epoch=select_best_epoch,
             **plan_kwargs,
         )
-        callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
-        callbacks.extend(progress_callbacks(trainer_kwargs))
-        if checkpoint_dir is not None:
-            callbacks.append(
-                EpochCheckpoint(
-                    checkpoint_dir, checkpoint_every, self.targets_, self._model_var_names()
-                )
-            )
-            trainer_kwargs["enable_checkpointing"] = True
-            trainer_kwargs.setdefault("default_root_dir", str(checkpoint_dir))
-        if ckpt_path is not None:
-            if not Path(ckpt_path).exists():
-                raise FileNotFoundError(f"Checkpoint {str(ckpt_path)!r} does not exist.")
-            check_resume(ckpt_path, self.targets_, self._model_var_names())
-            trainer_kwargs["ckpt_path"] = str(ckpt_path)
-        if log_to == "mlflow":
-            trainer_kwargs["logger"] = _mlflow_logger(checkpoint_dir)
-        elif log_to is not None:
-            raise ValueError(f"log_to must be 'mlflow' or None, got {log_to!r}.")
-        _keep_history(trainer_kwargs)
-        if grad_clip is not None:
-            trainer_kwargs.setdefault("gradient_clip_val", grad_clip)
-            trainer_kwargs.setdefault("gradient_clip_algorithm", "value")
-        trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validate_on_test else None)
-        # our batch sampler shards perturbation-pure chunks across data-parallel workers
-        trainer_kwargs.setdefault("use_distributed_sampler", False)
+        callbacks = self._callbacks(trainer_kwargs, checkpoint_dir, checkpoint_every, ckpt_path)
+        _trainer_settings(trainer_kwargs, log_to, checkpoint_dir, grad_clip, validate_on_test)
         if trainer_kwargs["check_val_every_n_epoch"] is None:
             trainer_kwargs["check_val_every_n_epoch"] = max_epochs + 1
         runner = self._train_runner_cls(
@@ -300,6 +276,25 @@ class TrainingMixin:
         self.best_epoch_ = plan.best_epoch if select_best_epoch else None
         self.module.eval()
         return result
+
+    def _callbacks(self, trainer_kwargs: dict, checkpoint_dir, checkpoint_every, ckpt_path) -> list:
+        """The user's callbacks, progress reporting, and epoch checkpoints or a resume."""
+        callbacks = list(trainer_kwargs.pop("callbacks", None) or [])
+        callbacks.extend(progress_callbacks(trainer_kwargs))
+        if checkpoint_dir is not None:
+            callbacks.append(
+                EpochCheckpoint(
+                    checkpoint_dir, checkpoint_every, self.targets_, self._model_var_names()
+                )
+            )
+            trainer_kwargs["enable_checkpointing"] = True
+            trainer_kwargs.setdefault("default_root_dir", str(checkpoint_dir))
+        if ckpt_path is not None:
+            if not Path(ckpt_path).exists():
+                raise FileNotFoundError(f"Checkpoint {str(ckpt_path)!r} does not exist.")
+            check_resume(ckpt_path, self.targets_, self._model_var_names())
+            trainer_kwargs["ckpt_path"] = str(ckpt_path)
+        return callbacks
 
     def _run_training(self, runner, plan, checkpoint_dir: str | Path | None):
         """Run ``runner``; on Ctrl-C or SIGTERM keep the best weights so far and say so.
@@ -494,6 +489,23 @@ class TrainingMixin:
         out = self.module.loss(*parts, temperature=temperature)
         metrics = {k: float(out.extra_metrics[k]) for k in ("mmd", "mse", "kl", "l1")}
         return {"n_cells": int(out.n_obs_minibatch), **metrics}
+
+
+def _trainer_settings(
+    trainer_kwargs: dict, log_to, checkpoint_dir, grad_clip, validate_on_test: bool
+) -> None:
+    """Logger (MLflow, always with the in-memory history), clipping and validation."""
+    if log_to == "mlflow":
+        trainer_kwargs["logger"] = _mlflow_logger(checkpoint_dir)
+    elif log_to is not None:
+        raise ValueError(f"log_to must be 'mlflow' or None, got {log_to!r}.")
+    _keep_history(trainer_kwargs)
+    if grad_clip is not None:
+        trainer_kwargs.setdefault("gradient_clip_val", grad_clip)
+        trainer_kwargs.setdefault("gradient_clip_algorithm", "value")
+    trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validate_on_test else None)
+    # our batch sampler shards perturbation-pure chunks across data-parallel workers
+    trainer_kwargs.setdefault("use_distributed_sampler", False)
 
 
 #: scvi-tools' usual ``train`` arguments that have no meaning here, and what to use.
