@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
-from scsena._constants import NORMAN_HELDOUT
+from scsena._constants import ADATA_KEYS, NORMAN_HELDOUT
 from scsena.data import normalise_labels
 from scsena.gene_sets import map_gene_ids
 
@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 #: Canonical perturbation column written by every reader.
 LABEL_KEY = "guide_ids"
 #: Key of the data-set description in ``adata.uns``.
-DATASET_UNS_KEY = "scsena_dataset"
+DATASET_UNS_KEY = ADATA_KEYS.DATASET
 #: Reference held-out single perturbations of the Wessel 2023 HEK293FT screen.
 WESSEL_HELDOUT = ("CD46", "CD55", "CD71")
 

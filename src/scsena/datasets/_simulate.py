@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from scsena._constants import ADATA_KEYS
 from scsena.gene_sets import gene_id_table, go_bp, go_term_names
 
 from ._sampling import Workspace, assemble_csr, csr_parts, nb_counts, single_threaded_blas
@@ -341,7 +342,7 @@ def simulate_perturbseq(
         truth["batches"] = np.asarray(obs["batch"].cat.categories)
         truth["batch_effects"] = batch_effects.astype(np.float32)
     adata.uns[SIMULATION_UNS_KEY] = truth
-    adata.uns["scsena_dataset"] = {
+    adata.uns[ADATA_KEYS.DATASET] = {
         "name": "simulated",
         "heldout": np.asarray(heldout, dtype=object),
     }
