@@ -155,6 +155,7 @@ class InterpretationMixin:
         key_added: str | None = ADATA_KEYS.ACTIVITY,
         overwrite: bool = False,
         orientation: Literal["members", "raw"] = "members",
+        inplace: bool = True,
     ) -> np.ndarray:
         """Per-cell biological-process activities (the first layer's output).
 
@@ -179,6 +180,9 @@ class InterpretationMixin:
             :meth:`get_term_orientation`, so that a positive change means its member
             genes go up; ``"raw"``: the first layer's output as learned, whose sign per
             term is arbitrary.
+        inplace
+            Write the activities into the data under ``key_added`` (see there);
+            ``False`` only returns them (as :meth:`predict_perturbation`'s ``inplace``).
 
         Returns
         -------
@@ -186,6 +190,7 @@ class InterpretationMixin:
         """
         splitter = self.data_splitter(adata)
         adata = splitter.adata
+        key_added = key_added if inplace else None
         if key_added is not None and indices is None:
             uns = adata.uns
             _check_key(uns, key_added, "adata.uns", _written_by_scsena, overwrite)
