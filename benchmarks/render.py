@@ -1,0 +1,292 @@
+"""Write the tables and output blocks of docs/benchmarks.md from benchmarks/results/*.json.
+
+Each generated part of the page sits between two comment lines (blank lines around
+the part)::
+
+    <!-- generated: NAME (python benchmarks/render.py) -->
+
+    ...
+
+    <!-- end generated: NAME -->
+
+and is rewritten from the recorded runs (``--json`` of each benchmark, saved as
+``benchmarks/results/NAME.json``); the text around them is written by hand.
+
+Run: python benchmarks/render.py [--check] [--page docs/benchmarks.md]
+(``--check``: change nothing, exit 1 when the page differs from the results.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS_DIR, read_results  # noqa: E402
+
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+BEGIN = "<!-- generated: {name} (python benchmarks/render.py) -->"
+END = "<!-- end generated: {name} -->"
+_SECTION = re.compile(
+    r"(<!-- generated: (?P<name>[\w-]+) \(python benchmarks/render\.py\) -->\n)"
+    r"(?P<body>.*?)"
+    r"(<!-- end generated: (?P=name) -->)",
+    re.S,
+)
+
+
+# ----------------------------------------------------------------------------- pieces
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def output_block(lines: list[str]) -> str:
+    """Printed lines as a fenced code block."""
+    return "```\n" + "\n".join(lines) + "\n```"
+
+
+def _only(runs: list[dict]) -> dict:
+    if len(runs) != 1:
+        raise ValueError(f"expected the results of one training run, found {len(runs)}")
+    return runs[0]
+
+
+# ----------------------------------------------------------------------------- summary
+def reference_rows(throughput: dict) -> list[list[str]]:
+    """scsena / reference cells/s per batch size (or why the reference could not run)."""
+    rows = []
+    for step in throughput["results"]["steps"]:
+        bs, ratio = step["batch_size"], step["scsena_over_reference"]
+        label = "same" if rows else "training cells/s, scsena / reference form, same CPU"
+        label += f", batch {bs}"
+        if ratio is None:
+            gib = step["reference_skipped_gib"]
+            rows.append([label, f"reference cannot run (one {gib:.0f} GiB MMD tensor)"])
+        elif rows:
+            rows.append([label, f"**{ratio['cells_s']:.1f}x**"])
+        else:
+            paths = step["paths"]
+            rows.append(
+                [
+                    label,
+                    f"**{ratio['cells_s']:.1f}x** ({paths['scsena']['cells_s']:,.1f} vs "
+                    f"{paths['reference']['cells_s']:,.1f} cells/s)",
+                ]
+            )
+    return rows
+
+
+def full_training_rows(cpu: dict, gpu_full: dict, gpu_cut: dict) -> list[list[str]]:
+    """Duration of the 100-epoch run on the CPU and on the GPU."""
+    rows = []
+    run, res = _only(cpu["results"]["runs"]), cpu["results"]
+    size = f"{run['epochs']} epochs, {res['n_cells']:,} cells x {res['n_genes']:,} genes"
+    if run["extrapolated_s"] is None:
+        cpu_time = f"**{run['train_s'] / 60:.1f} min** (measured in full)"
+    else:
+        cpu_time = f"**{run['extrapolated_s'] / 60:.1f} min** (extrapolated)"
+    cores = cpu["machine"]["cores"]
+    rows.append([f"{size}, {cores}-core CPU, batch {run['batch_size']}", cpu_time])
+    full, cut = _only(gpu_full["results"]["runs"]), _only(gpu_cut["results"]["runs"])
+    gpu = gpu_full["machine"]["gpu"].removeprefix("NVIDIA ")
+    rows.append(
+        [
+            f"{size}, one {gpu} GPU",
+            f"**{full['train_s']:.0f} s at batch {full['batch_size']}** (measured); "
+            f"{cut['extrapolated_s'] / 60:.1f} min at batch {cut['batch_size']} "
+            f"({cut['epochs_run']} epochs measured, the rest extrapolated)",
+        ]
+    )
+    return rows
+
+
+def inference_rows(predict: dict) -> list[list[str]]:
+    """Prediction and pathway-activity cells/s."""
+    timings = predict["results"]["timings"]
+    preds = [t for t in timings if t["name"].startswith("predict_perturbation")]
+    activity = next(t for t in timings if t["name"].startswith("get_pathway_activity"))
+    lo = min(round(t["cells_per_s"], -2) for t in preds)
+    hi = max(round(t["cells_per_s"], -2) for t in preds)
+    return [
+        [
+            f"prediction, {preds[0]['n_cells']:,} cells (CPU)",
+            f"{lo:,.0f}-{hi:,.0f} predicted cells/s",
+        ],
+        [
+            f"pathway activity, {activity['n_cells']:,} cells (CPU)",
+            f"{activity['cells_per_s']:,.0f} cells/s",
+        ],
+    ]
+
+
+def mask_rows(data_prep: dict, throughput: dict) -> list[list[str]]:
+    """Mask building over every GO BP term; the dense mask that is never formed."""
+    every = data_prep["results"]["every_term"]
+    data = throughput["results"]["data"]
+    dense_millions = round(data["n_genes"] * data["n_terms"] / 1e6)
+    pairs = throughput["results"]["mask"]["member_pairs"]
+    return [
+        [
+            f"mask building, {every['n_genes']:,} genes x all {every['n_terms']:,} GO BP "
+            "terms (CPU)",
+            f"{every['median_s']:.2f} s (median of {every['calls']})",
+        ],
+        [
+            "dense `G x T` float64 mask",
+            f"never formed (member pairs only: {pairs:,} of {dense_millions} million)",
+        ],
+    ]
+
+
+def preset_row(presets: dict) -> list[str]:
+    """Step time of the default preset over the reference preset's."""
+    ratios = ", ".join(
+        f"**{s['default_over_reference_preset']['step']:.2f}x** at batch {s['batch_size']}"
+        for s in presets["results"]["steps"]
+    )
+    return [
+        'training step of the default (`preset="scsena"`) / `preset="reference"`, same CPU',
+        f"{ratios} (at most 1.25x required)",
+    ]
+
+
+def startup_row(startup: dict) -> list[str]:
+    """``scsena --help`` start-up time."""
+    res = startup["results"]
+    help_ = res["commands"]["scsena --help"]
+    load = math.floor(res["load_average_before"])
+    return [
+        f"`scsena --help` ({res['cores']}-core CPU, load average about {load})",
+        f"**{help_['median_s']:.2f} s** median ({help_['slowest_s']:.2f} s slowest of "
+        f"{res['repeats']}); was 17.5 s when `import scsena` loaded torch",
+    ]
+
+
+def summary(results: dict[str, dict]) -> str:
+    """The summary table at the top of the page."""
+    rows = reference_rows(results["train_throughput"])
+    rows += full_training_rows(
+        results["full_training_cpu"],
+        results["full_training_gpu_batch128"],
+        results["full_training_gpu_batch32"],
+    )
+    rows += inference_rows(results["predict_throughput"])
+    rows += mask_rows(results["data_prep"], results["train_throughput"])
+    rows += [preset_row(results["train_throughput_presets"])]
+    rows += [startup_row(results["cli_startup"])]
+    return table(["target (issue)", "measured"], rows)
+
+
+# ----------------------------------------------------------------------------- scale
+def scale_targets(results: dict[str, dict]) -> str:
+    """Step time, parameters and peak RSS per number of targets."""
+    rows = [
+        [
+            f"{r['n_targets']:,}",
+            f"{r['ms_per_step']:.1f}",
+            f"{r['parameters']:,}",
+            f"{r['peak_rss_mib']:.0f} MiB",
+        ]
+        for r in results["scale_targets"]["results"]["runs"]
+    ]
+    return table(["P (targets)", "ms per step", "parameters", "peak RSS"], rows)
+
+
+def scale_backed(results: dict[str, dict]) -> str:
+    """Training from a backed file: file size, peak RSS and step time per number of cells."""
+    rows = []
+    for r in results["scale_backed"]["results"]["runs"]:
+        if "ms_per_step" not in r:
+            continue  # the run that wrote the file
+        dense_gib = r["n_cells"] * r["n_genes"] * 4 / 2**30
+        rows.append(
+            [
+                f"{r['n_cells']:,} x {r['n_genes']:,}",
+                f"{r['file_gib']:.1f} GiB",
+                f"{r['peak_rss_mib']:,.0f} MiB",
+                f"{r['ms_per_step']:.1f}",
+                f"{dense_gib:.2g} GiB",
+            ]
+        )
+    header = ["cells x genes", "file", "training peak RSS", "ms per step (setup included)"]
+    return table([*header, "dense X would be"], rows)
+
+
+# ----------------------------------------------------------------------------- outputs
+def printed(name: str) -> Callable[[dict[str, dict]], str]:
+    """The printed lines of the run ``name`` as a code block."""
+    return lambda results: output_block(results[name]["output"])
+
+
+def preset_steps_excerpt(results: dict[str, dict]) -> str:
+    """The presets run's step tables: one header, the two presets' rows and their ratio."""
+    lines = results["train_throughput_presets"]["output"]
+    rows = re.compile(r"^\s*\d+ (scsena|default)\s|^batch \d+: default / preset=")
+    header = next(line for line in lines if line.startswith("batch path"))
+    return output_block([header] + [line for line in lines if rows.match(line)])
+
+
+#: Generated parts of the page, by marker name.
+SECTIONS: dict[str, Callable[[dict[str, dict]], str]] = {
+    "summary": summary,
+    "train-throughput-output": printed("train_throughput"),
+    "train-throughput-presets-output": preset_steps_excerpt,
+    "full-training-gpu-batch128-output": printed("full_training_gpu_batch128"),
+    "full-training-gpu-batch32-output": printed("full_training_gpu_batch32"),
+    "full-training-cpu-output": printed("full_training_cpu"),
+    "predict-throughput-output": printed("predict_throughput"),
+    "data-prep-output": printed("data_prep"),
+    "scale-targets": scale_targets,
+    "scale-backed-output": printed("scale_backed"),
+    "scale-backed": scale_backed,
+    "cli-startup-output": printed("cli_startup"),
+}
+
+
+def render(page: str, results: dict[str, dict]) -> str:
+    """``page`` with every generated part rewritten from ``results``."""
+    found = set()
+
+    def replace(match: re.Match) -> str:
+        name = match["name"]
+        if name not in SECTIONS:
+            raise ValueError(f"unknown generated part {name!r}; known: {sorted(SECTIONS)}")
+        found.add(name)
+        return f"{match[1]}\n{SECTIONS[name](results)}\n\n{match[4]}"
+
+    out = _SECTION.sub(replace, page)
+    missing = sorted(set(SECTIONS) - found)
+    if missing:
+        raise ValueError(f"the page has no markers for {missing}: add {BEGIN} / {END} lines")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Rewrite the page (or, with ``--check``, report whether it is up to date)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--page", type=Path, default=PAGE, help="the page to rewrite")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="recorded runs")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the page is stale")
+    args = parser.parse_args(argv)
+    page = args.page.read_text()
+    new = render(page, read_results(args.results))
+    if args.check:
+        if new != page:
+            print(f"{args.page} differs from {args.results}: run python benchmarks/render.py")
+            return 1
+        return 0
+    if new != page:
+        args.page.write_text(new)
+        print(f"[wrote] {args.page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
