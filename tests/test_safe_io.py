@@ -17,8 +17,6 @@ from scvi.model.base import BaseModelClass
 
 import scsena
 from conftest import Payload
-from scsena.model import _save_load
-from scsena.model._save_load import from_plain, to_plain
 
 N_GENES = 60
 
@@ -120,6 +118,7 @@ def test_file_from_before_presets_loads_as_reference(tmp_path):
 
 
 def test_plain_encoding_round_trip(tmp_path):
+    """Saved attributes of every kind come back with their values and types."""
     frame = pd.DataFrame(
         {"loss": np.arange(3, dtype=np.float32), "kind": pd.Categorical(["a", "b", "a"])},
         index=pd.Index([5, 6, 7], name="epoch"),
@@ -138,9 +137,11 @@ def test_plain_encoding_round_trip(tmp_path):
         "path": Path("a/b"),
         "dd": defaultdict(dict, {"x": {"y": 1}}),
     }
-    file = tmp_path / "v.pt"
-    torch.save(to_plain(value), file)
-    back = from_plain(torch.load(file, weights_only=True))
+    model = scsena.SENAVAE(_toy())
+    model.saved_values_ = value
+    model.save(tmp_path / "m")
+    torch.load(tmp_path / "m" / "model.pt", weights_only=True)  # plain tensors and containers
+    back = scsena.SENAVAE.load(tmp_path / "m", adata=_toy()).saved_values_
     for key in ("f32", "i64", "bool", "str", "obj"):
         np.testing.assert_array_equal(back[key], value[key])
         assert back[key].dtype == value[key].dtype
@@ -150,8 +151,9 @@ def test_plain_encoding_round_trip(tmp_path):
     pd.testing.assert_series_equal(back["series"], frame["loss"])
     assert back["tuple"] == (1, "a") and back["set"] == {1, 2} and back["path"] == Path("a/b")
     assert isinstance(back["dd"], defaultdict) and back["dd"] == value["dd"]
-    with pytest.raises(TypeError, match="Cannot store x"):
-        to_plain(object(), "x")
+    model.unstorable_ = object()
+    with pytest.raises(TypeError, match="Cannot store unstorable_"):
+        model.save(tmp_path / "m2")
 
 
 # ------------------------------------------------------------------- saving
@@ -200,7 +202,7 @@ def test_killed_save_is_completed_on_next_load(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         real_replace(src, dst)
 
-    monkeypatch.setattr(_save_load.os, "replace", killed_after_first_move)
+    monkeypatch.setattr(os, "replace", killed_after_first_move)
     with pytest.raises(KeyboardInterrupt):
         new.save(tmp_path / "m", overwrite=True)
     monkeypatch.undo()
