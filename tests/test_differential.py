@@ -274,3 +274,36 @@ def test_targeted_programs_rank_at_the_top_larger_screen():
     model = scsena.SENAVAE(adata)
     model.train(max_epochs=30, **TRAIN_QUIET)
     _check_targeted_programs(model, adata, min_share=0.6)
+
+
+def test_rank_genes_groups_uns_is_scanpys_layout_of_the_results():
+    import anndata as ad
+    import scanpy as sc
+
+    from scsena.metrics import rank_genes_groups_uns
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(30, 4))
+    values[10:20, 2] += 3.0
+    values[20:, 0] -= 2.0
+    labels = [""] * 10 + ["A"] * 10 + ["B"] * 10
+    terms = ["t0", "t1", "t2", "t3"]
+    res = differential_test(values, labels, terms)
+    uns = rank_genes_groups_uns(res, "perturbation", "control", "welch")
+    assert uns["params"]["groupby"] == "perturbation" and uns["params"]["reference"] == "control"
+    assert list(uns["names"].dtype.names) == ["A", "B"]
+    for group in ("A", "B"):
+        rows = res[res["perturbation"] == group]
+        assert list(uns["names"][group]) == list(rows["term"])
+        np.testing.assert_allclose(uns["scores"][group], rows["std_effect"], rtol=1e-6)
+        np.testing.assert_allclose(uns["logfoldchanges"][group], rows["effect"], rtol=1e-6)
+        np.testing.assert_array_equal(uns["pvals"][group], rows["pvalue"])
+        np.testing.assert_array_equal(uns["pvals_adj"][group], rows["fdr"])
+    assert uns["names"]["A"][0] == "t2" and uns["names"]["B"][0] == "t0"
+    # scanpy reads it as its own
+    adata = ad.AnnData(np.zeros((1, 4)), var=pd.DataFrame(index=terms))
+    adata.uns["rank_genes_groups"] = uns
+    df = sc.get.rank_genes_groups_df(adata, group="B")
+    assert df["names"].iloc[0] == "t0"
+    with pytest.raises(ValueError, match="No perturbations to rank"):
+        rank_genes_groups_uns(res.iloc[:0], "perturbation", "control", "welch")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from scsena.evaluate import FOLD_WIDE, EvaluationResult, combine, evaluate_model, seed_summary
 
@@ -76,3 +77,30 @@ def test_seed_summary_mean_and_sd():
     row = s.iloc[0]
     # per-seed means over perturbations: 2 and 4 -> mean 3, sd sqrt(2)
     assert row["mean"] == 3.0 and np.isclose(row["sd"], np.sqrt(2)) and row["n_seeds"] == 2
+
+
+def test_evaluation_result_summary_table_and_write(tmp_path):
+    cols = ["method", "fold", "perturbation", "metric", "value"]
+    rows = [
+        ("m", "double", "A,B", "mmd", 1.0),
+        ("m", "double", "C,D", "mmd", 3.0),
+        ("m", "double", "A,B", "pearson_delta", 0.5),
+        ("control", "double", "A,B", "mmd", 4.0),
+        ("m", "test", "A", "mmd", 9.0),
+    ]
+    res = EvaluationResult(pd.DataFrame(rows, columns=cols))
+    summary = res.summary().set_index(["method", "fold", "metric"])
+    assert summary.loc[("m", "double", "mmd"), "mean"] == 2.0
+    assert summary.loc[("m", "double", "mmd"), "sd"] == pytest.approx(np.sqrt(2))
+    assert summary.loc[("m", "double", "mmd"), "n"] == 2
+    # methods x metrics of one fold (default: the unseen doubles)
+    table = res.table()
+    assert table.loc["m", "mmd"] == 2.0 and table.loc["control", "mmd"] == 4.0
+    assert np.isnan(table.loc["control", "pearson_delta"])
+    assert list(res.table(["mmd"], fold="test").columns) == ["mmd"]
+    assert res.table(["mmd"], fold="test").loc["m", "mmd"] == 9.0
+    res.write(tmp_path / "out")
+    back = pd.read_csv(tmp_path / "out" / "metrics.tsv", sep="\t")
+    pd.testing.assert_frame_equal(back, res.results)
+    written = pd.read_csv(tmp_path / "out" / "summary.tsv", sep="\t")
+    assert len(written) == len(res.summary())

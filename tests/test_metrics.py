@@ -258,3 +258,89 @@ def test_assignment_recovery_matches_learned_to_true_factors():
     assert metrics.assignment_recovery({"A": "z1", "X": "z1"}, truth)["n_targets"] == 1
     with pytest.raises(ValueError, match="same target names"):
         metrics.assignment_recovery({"X": "z1"}, truth)
+
+
+# ---------------------------------------------------------------- activation-score test
+
+
+def _activity():
+    """Six control and six 'A' cells over three terms: A moves t1 by 2 and t2 by 1."""
+    rng = np.random.default_rng(0)
+    control = rng.normal(0.0, 0.1, size=(6, 3))
+    perturbed = rng.normal(0.0, 0.1, size=(6, 3)) + np.array([0.0, 2.0, 1.0])
+    labels = [""] * 6 + ["A"] * 6
+    return np.vstack([control, perturbed]), labels, ["t0", "t1", "t2"]
+
+
+def test_activation_scores_mean_diff_is_min_max_normalised():
+    activity, labels, terms = _activity()
+    scores = metrics.activation_scores(activity, labels, terms)
+    assert list(scores.index) == ["A"] and list(scores.columns) == terms
+    diff = np.abs(activity[:6].mean(0) - activity[6:].mean(0))
+    expected = (diff - diff.min()) / (diff.max() - diff.min())
+    np.testing.assert_allclose(scores.loc["A"].to_numpy(), expected)
+    assert scores.loc["A", "t1"] == 1.0 and scores.loc["A", "t0"] == 0.0
+
+
+def test_activation_scores_ttest_is_minus_log10_welch_p():
+    activity, labels, terms = _activity()
+    scores = metrics.activation_scores(activity, labels, terms, method="ttest")
+    p = stats.ttest_ind(activity[:6], activity[6:], axis=0, equal_var=False).pvalue
+    np.testing.assert_allclose(scores.loc["A"].to_numpy(), -np.log10(p))
+    assert scores.loc["A"].idxmax() == "t1" and scores.loc["A"].idxmin() == "t0"
+
+
+def test_activation_scores_errors_name_the_problem():
+    activity, labels, terms = _activity()
+    with pytest.raises(ValueError, match="method must be 'mean_diff' or 'ttest'"):
+        metrics.activation_scores(activity, labels, terms, method="rank")
+    with pytest.raises(ValueError, match="No control cells"):
+        metrics.activation_scores(activity, labels, terms, control_value="ctrl")
+    with pytest.raises(ValueError, match="No cells with label 'B'"):
+        metrics.activation_scores(activity, labels, terms, perturbations=["B"])
+    with pytest.raises(ValueError, match=r"expected \(12, 2\)"):
+        metrics.activation_scores(activity, labels, terms[:2])
+
+
+def test_affected_terms_by_gene_id_among_kept_terms():
+    gene_sets = {"t0": ["ENSG1", "ENSG2"], "t1": ["ENSG2"], "t2": ["ENSG3"], "dropped": ["ENSG1"]}
+    terms = ["t0", "t1", "t2"]
+    ids = {"A": "ENSG1", "B": "ENSG2"}
+    got = metrics.affected_terms(["A", "B", "C"], gene_sets, terms, target_ids=ids)
+    # "dropped" is not a kept term; C has no gene ID, so no affected term
+    assert got == {"A": ["t0"], "B": ["t0", "t1"], "C": []}
+    # without IDs the target names are the gene IDs
+    assert metrics.affected_terms(["ENSG3"], gene_sets, terms) == {"ENSG3": ["t2"]}
+
+
+def test_interpretability_metrics_recall_and_z_diff_by_hand():
+    scores = pd.DataFrame(
+        [[0.9, 0.1, 0.5, 0.3], [0.2, 0.8, 0.4, 0.6], [0.5, 0.5, 0.5, 0.5]],
+        index=pd.Index(["A", "A,B", "C"], name="perturbation"),
+        columns=["t0", "t1", "t2", "t3"],
+    )
+    affected = {"A": ["t0", "t3"], "B": ["t1", "not-scored"], "C": []}
+    out = metrics.interpretability_metrics(scores, affected, ks=(1, 2))
+    # C has no affected term: no row
+    assert list(out["perturbation"]) == ["A", "A,B"]
+    a = out.iloc[0]
+    # A: ranking t0 > t2 > t3 > t1; affected {t0, t3}
+    assert a["n_affected"] == 2 and a["recall@1"] == 0.5 and a["recall@2"] == 0.5
+    assert a["z_diff"] == pytest.approx((0.9 + 0.3) / 2 - np.median([0.9, 0.1, 0.5, 0.3]))
+    ab = out.iloc[1]
+    # a double's affected terms are the union of its targets' (scored terms only)
+    assert ab["n_affected"] == 3 and ab["recall@1"] == pytest.approx(1 / 3)
+    assert ab["recall@2"] == pytest.approx(2 / 3)
+    assert ab["z_diff"] == pytest.approx((0.2 + 0.8 + 0.6) / 3 - 0.5)
+
+
+def test_random_recall_is_the_mean_recall_of_random_rankings():
+    assert metrics.random_recall(100, 25) == 0.25
+    assert metrics.random_recall(10, 25) == 1.0
+    rng = np.random.default_rng(0)
+    terms = [f"t{i}" for i in range(40)]
+    scores = pd.DataFrame(rng.random((2000, 40)), columns=terms)
+    scores.index = [f"p{i}" for i in range(2000)]
+    affected = {p: list(rng.choice(terms, 3, replace=False)) for p in scores.index}
+    out = metrics.interpretability_metrics(scores, affected, ks=(10,))
+    assert out["recall@10"].mean() == pytest.approx(metrics.random_recall(40, 10), abs=0.02)
