@@ -189,3 +189,20 @@ def test_default_beats_control_on_the_issue_data():
         additive = table.loc["additive", "pearson_delta_de"]
         assert table.loc["sena", "pearson_delta_de"] >= 0.8 * additive, fold
 
+
+
+def test_building_blocks_default_to_the_published_settings():
+    """One place for defaults: the module's and the plan's signatures read the presets."""
+    import inspect
+
+    from scsena.model import MODULE_PRESETS, TRAIN_PRESETS
+    from scsena.module import SENAModule
+    from scsena.train import SENATrainingPlan
+
+    module = inspect.signature(SENAModule).parameters
+    reference = MODULE_PRESETS["reference"]
+    assert {k: module[k].default for k in reference} == reference
+    plan = inspect.signature(SENATrainingPlan).parameters
+    shared = [k for k in TRAIN_PRESETS["reference"] if k in plan]
+    assert shared == ["lr", "alpha_max", "beta_max", "tau_max", "select_best_epoch"]
+    assert all(plan[k].default == TRAIN_PRESETS["reference"][k] for k in shared)

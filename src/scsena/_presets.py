@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-#: The published model's network (arguments of :class:`~scsena.module.SENAModule`).
-_REFERENCE_MODULE: dict[str, Any] = {
+#: The published model's network (arguments of :class:`~scsena.module.SENAModule`, whose
+#: signature defaults are these values).
+REFERENCE_MODULE: dict[str, Any] = {
     "n_hidden": 128,
     "mmd_sigma": 200.0,
     "lambda_l1": 0.1,
@@ -25,8 +26,9 @@ _REFERENCE_MODULE: dict[str, Any] = {
     "lambda_mean": 0.0,
     "prediction": "direct",
 }
-#: The published training settings (arguments of :meth:`~scsena.SENAVAE.train`).
-_REFERENCE_TRAIN: dict[str, Any] = {
+#: The published training settings (arguments of :meth:`~scsena.SENAVAE.train`; the
+#: schedule, learning-rate and selection defaults of :class:`~scsena.train.SENATrainingPlan`).
+REFERENCE_TRAIN: dict[str, Any] = {
     "max_epochs": 100,
     "batch_size": 32,
     "lr": 1e-3,
@@ -39,8 +41,8 @@ _REFERENCE_TRAIN: dict[str, Any] = {
 #: Network settings of each preset: the default differs from the reference only in
 #: the remedies.
 MODULE_PRESETS: dict[str, dict[str, Any]] = {
-    "reference": _REFERENCE_MODULE,
-    "scsena": _REFERENCE_MODULE
+    "reference": REFERENCE_MODULE,
+    "scsena": REFERENCE_MODULE
     | {
         "assignment": "table",
         "one_to_one": True,
@@ -52,8 +54,8 @@ MODULE_PRESETS: dict[str, dict[str, Any]] = {
 
 #: Training settings of each preset.
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
-    "reference": _REFERENCE_TRAIN,
-    "scsena": _REFERENCE_TRAIN | {"select_best_epoch": False},
+    "reference": REFERENCE_TRAIN,
+    "scsena": REFERENCE_TRAIN | {"select_best_epoch": False},
 }
 
 PRESETS = tuple(MODULE_PRESETS)

@@ -13,6 +13,7 @@ from scvi.module.base import BaseModuleClass, LossOutput, auto_move_data
 from torch import nn
 
 from scsena._constants import TENSORS
+from scsena._presets import REFERENCE_MODULE
 
 from ._layers import (
     CausalLayer,
@@ -43,6 +44,8 @@ class SENAModule(BaseModuleClass):
     ``lambda_mean=0``, ``lambda_balance=0``. The other settings are scsena's remedies
     for its failure modes (targets collapsing onto one factor, mean shifts the MMD
     does not see, over-smoothed generated cells).
+    The defaults are the published model's (``scsena.model.MODULE_PRESETS["reference"]``);
+    :class:`~scsena.SENAVAE` passes its preset's values.
 
     Parameters
     ----------
@@ -102,15 +105,15 @@ class SENAModule(BaseModuleClass):
         n_latent: int,
         encoder: Literal["sena", "original"] = "sena",
         sena_lambda: float = 0.0,
-        n_hidden: int = 128,
-        mmd_sigma: float = 200.0,
-        lambda_l1: float = 0.1,
-        kl_reference_scaling: bool = True,
-        assignment: Literal["mlp", "table"] = "mlp",
-        one_to_one: bool = True,
-        lambda_balance: float = 0.0,
-        lambda_mean: float = 0.0,
-        prediction: Literal["direct", "residual"] = "direct",
+        n_hidden: int = REFERENCE_MODULE["n_hidden"],
+        mmd_sigma: float = REFERENCE_MODULE["mmd_sigma"],
+        lambda_l1: float = REFERENCE_MODULE["lambda_l1"],
+        kl_reference_scaling: bool = REFERENCE_MODULE["kl_reference_scaling"],
+        assignment: Literal["mlp", "table"] = REFERENCE_MODULE["assignment"],
+        one_to_one: bool = REFERENCE_MODULE["one_to_one"],
+        lambda_balance: float = REFERENCE_MODULE["lambda_balance"],
+        lambda_mean: float = REFERENCE_MODULE["lambda_mean"],
+        prediction: Literal["direct", "residual"] = REFERENCE_MODULE["prediction"],
         n_cats_per_covariate: Sequence[int] = (),
     ):
         super().__init__()

@@ -9,6 +9,7 @@ import torch
 from scvi.train import TrainingPlan
 
 from scsena._constants import TENSORS
+from scsena._presets import REFERENCE_TRAIN
 
 from ._schedules import Schedules
 
@@ -61,14 +62,14 @@ class SENATrainingPlan(TrainingPlan):
         module,
         *,
         n_epochs: int,
-        alpha_max: float = 1.0,
-        beta_max: float = 1.0,
-        tau_max: float = 100.0,
-        lr: float = 1e-3,
+        alpha_max: float = REFERENCE_TRAIN["alpha_max"],
+        beta_max: float = REFERENCE_TRAIN["beta_max"],
+        tau_max: float = REFERENCE_TRAIN["tau_max"],
+        lr: float = REFERENCE_TRAIN["lr"],
         weight_decay: float = 0.0,
         eps: float = 1e-8,
         seed: int | None = None,
-        select_best_epoch: bool = False,
+        select_best_epoch: bool = REFERENCE_TRAIN["select_best_epoch"],
         **kwargs,
     ):
         super().__init__(module, lr=lr, weight_decay=weight_decay, eps=eps, **kwargs)
