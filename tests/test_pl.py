@@ -90,6 +90,29 @@ def test_pathway_activity_selection(small):
         pl.pathway_activity(model, terms=["GO:nope"])
 
 
+def test_pathway_activity_groupby_and_row_scaling(small):
+    model, adata = small
+    adata.obs["arm"] = np.where(np.arange(adata.n_obs) % 2, "odd", "even")
+    try:
+        ax = pl.pathway_activity(
+            model, groupby="arm", n_terms=5, standard_scale="group", term_labels="both"
+        )
+    finally:
+        del adata.obs["arm"]
+    image = ax.images[0].get_array()
+    assert image.shape == (2, 5)
+    assert np.allclose(image.min(axis=1), 0) and np.allclose(image.max(axis=1), 1)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["even", "odd"]
+    assert ax.get_ylabel() == "arm"
+    assert ax.get_title() == "Mean BP activity per perturbation (each row scaled to [0, 1])"
+    labels = [t.get_text().replace("\n", " ") for t in ax.get_xticklabels()]
+    assert all(lab.endswith(")") and "(GO:" in lab for lab in labels)
+    with pytest.raises(KeyError, match="not a column of obs"):
+        pl.pathway_activity(model, groupby="nope")
+    with pytest.raises(ValueError, match="standard_scale must be"):
+        pl.pathway_activity(model, standard_scale="cells")
+
+
 def test_top_bps_bars_and_affected_colour(small, tmp_path):
     model, adata = small
     metrics, scores = model.activation_test(return_scores=True)
@@ -104,10 +127,28 @@ def test_top_bps_bars_and_affected_colour(small, tmp_path):
     assert np.allclose(widths, top.to_numpy()[::-1])
     names = dict(zip(model.term_ids_, model.term_names_))
     labels = [t.get_text() for t in ax.get_yticklabels()]
-    assert labels[-1].rstrip("…") in names[top.index[0]]
+    assert labels[-1] == names[top.index[0]]
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert legend == [f"contains {target}", "other"]
+    assert ax.get_title() == f"BPs most changed by {target}"
+    assert ax.get_xlabel() == "activation score" and ax.get_ylabel() == "biological process"
     assert out.exists()
+
+
+def test_top_bps_wraps_names_never_truncates(small):
+    model, _ = small
+    _, scores = model.activation_test(return_scores=True)
+    target = scores.index[0]
+    names = dict(zip(model.term_ids_, model.term_names_))
+    ax = pl.top_bps(model, target, n=len(model.term_ids_), scores=scores, label_width=20)
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    shown = list(scores.loc[target].sort_values(ascending=False, kind="stable").index)[::-1]
+    assert [lab.replace("\n", " ") for lab in labels] == [names[t] for t in shown]
+    assert any("\n" in lab for lab in labels)
+    assert all(len(line) <= 20 or " " not in line for lab in labels for line in lab.split("\n"))
+    ax = pl.top_bps(model, target, n=3, scores=scores, term_labels="id", method="ttest")
+    assert [t.get_text() for t in ax.get_yticklabels()] == shown[-3:]
+    assert ax.get_xlabel() == "activation score (-log10 p)"
 
 
 def test_top_bps_marks_affected(small):
@@ -150,6 +191,46 @@ def test_causal_graph_nodes_and_edges(small, tmp_path):
         paths = [p for u in graph for p in nx.all_simple_paths(graph, u, v)]
         assert pos[v][0] == max((len(p) - 1 for p in paths), default=0)
     assert all(pos[u][0] < pos[v][0] for u, v in graph.edges)
+    assert ax.get_title() == "Latent DAG (|weight| >= 0)"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend == ["positive edge", "negative edge", "perturbed factor"]
+
+
+def _arrow_points(arrow):
+    """Points along a drawn arrow (its curve and head), in data coordinates."""
+    t = np.linspace(0, 1, 25)
+    return np.concatenate([seg.point_at_t(t) for seg, _ in arrow.get_path().iter_bezier()])
+
+
+def _assert_edges_avoid_other_factors(ax, radius=0.25):
+    pos = ax.scsena_pos
+    names = list(pos)
+    xy = np.array([pos[v] for v in names])
+    for arrow in [p for p in ax.patches if isinstance(p, FancyArrowPatch)]:
+        pts = _arrow_points(arrow)
+        ends = {names[np.linalg.norm(xy - pts[i], axis=1).argmin()] for i in (0, -1)}
+        others = np.array([pos[v] for v in names if v not in ends])
+        if len(others):
+            assert np.linalg.norm(pts[:, None] - others[None], axis=2).min() > radius
+
+
+def _assert_factors_inside_axes(ax, room=0.4):
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    for x, y in ax.scsena_pos.values():
+        assert x0 + room <= x <= x1 - room and y0 + room <= y <= y1 - room
+
+
+def test_causal_graph_edges_pass_no_factor_and_nothing_is_cut(small):
+    model, _ = small
+    ax = pl.causal_graph(model, threshold=0.0)  # complete DAG: most edges must bend
+    ax.figure.canvas.draw()
+    _assert_edges_avoid_other_factors(ax)
+    _assert_factors_inside_axes(ax)
+    for arrow in [p for p in ax.patches if isinstance(p, FancyArrowPatch)]:
+        pts = _arrow_points(arrow)
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        assert (pts[:, 0] >= x0).all() and (pts[:, 0] <= x1).all()
+        assert (pts[:, 1] >= y0).all() and (pts[:, 1] <= y1).all()
 
 
 def test_causal_graph_isolated_row_and_all_targets(small, monkeypatch):
@@ -171,6 +252,30 @@ def test_causal_graph_isolated_row_and_all_targets(small, monkeypatch):
     # every target is listed, none hidden behind "+k more"
     texts = " ".join(t.get_text() for t in ax.texts)
     assert all(g in texts for g in many) and "more" not in texts
+    table = [t.get_text() for t in ax.texts if t.get_text().startswith("targets acting")]
+    assert len(table) == 1
+    assert all(len(line) <= 30 for line in table[0].split("\n")[1:])  # wrapped, all there
+    _assert_factors_inside_axes(ax)
+
+
+def test_causal_graph_many_isolated_factors_wrap_into_rows(small, monkeypatch):
+    model, _ = small
+    n = 21
+    edges = pd.DataFrame({"source": ["z0"], "target": ["z1"], "weight": [0.5]})
+    monkeypatch.setattr(type(model), "n_latent", property(lambda self: n))
+    monkeypatch.setattr(model, "get_causal_graph", lambda threshold: edges)
+    table = pd.DataFrame({"latent": ["z0"]}, index=pd.Index(["A"], name="target"))
+    monkeypatch.setattr(model, "get_intervention_targets", lambda temperature: table)
+    ax = pl.causal_graph(model)
+    pos = ax.scsena_pos
+    isolated = [f"z{i}" for i in range(2, n)]
+    rows = sorted({pos[v][1] for v in isolated}, reverse=True)
+    assert len(rows) == 3  # 19 factors, 8 per row
+    assert rows[0] < min(pos["z0"][1], pos["z1"][1])
+    # no two factors share a position
+    assert len({tuple(p) for p in pos.values()}) == n
+    assert [sum(pos[v][1] == r for v in isolated) for r in rows] == [8, 8, 3]
+    _assert_factors_inside_axes(ax)
 
 
 def test_causal_graph_threshold_and_spring(small):
@@ -231,6 +336,9 @@ def test_training_curves(small, tmp_path):
     ]
     assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
     assert all(len(ax.lines[0].get_xdata()) == 3 for ax in fig.axes)
+    fig.canvas.draw()
+    ticks = fig.axes[0].get_xticks()
+    assert np.allclose(ticks, np.round(ticks))  # whole epochs only
     assert model.best_epoch_ is None and all(ax.get_legend() is None for ax in fig.axes)
     assert out.exists()
     fig = pl.training_curves(model, keys=["alpha", "beta", "tau"], ncols=2)
@@ -262,11 +370,13 @@ def test_training_curves_without_history(small):
 def test_mudata_input(small):
     md = pytest.importorskip("mudata")
     model, adata = small
-    mdata = md.MuData({"rna": adata})
+    with md.set_options(pull_on_update=False):  # mudata 0.4 behaviour, no FutureWarning
+        mdata = md.MuData({"rna": adata})
+        bare = md.MuData({"rna": adata})
     mdata.uns["scsena_rna_mod"] = "rna"
     ax = pl.pathway_activity(model, mdata, n_terms=4)
     assert ax.images[0].get_array().shape == (adata.obs["guide_ids"].nunique(), 4)
-    bare = md.MuData({"rna": adata})
+    assert ax.get_ylabel() == "perturbation" and ax.get_xlabel() == "biological process"
     with pytest.raises(ValueError, match="setup_mudata"):
         pl.pathway_activity(model, bare)
 
@@ -291,6 +401,20 @@ def test_differential_activity_dot_plot(small, tmp_path):
         dots.get_array()[: len(terms)], first.loc[terms, "std_effect"].to_numpy()
     )
     assert out.exists() and out.stat().st_size > 0
+    assert ax.get_title() == "Top 2 pathways per perturbation vs control"
+    assert ax.get_xlabel() == "perturbation" and ax.get_ylabel() == "biological process"
+    legend = ax.get_legend()
+    assert legend.get_title().get_text() == "-log10 FDR\n(edged: FDR < 0.05)"
+    assert [t.get_text() for t in legend.get_texts()] == ["1", "5", "20", "50+"]
+    # significant dots have a black edge, the others none
+    edged = np.asarray(dots.get_linewidths()) > 0
+    fdrs = np.concatenate(
+        [
+            res[res["perturbation"] == g].set_index("term").loc[terms, "fdr"].to_numpy()
+            for g in groups
+        ]
+    )
+    assert (edged == (np.nan_to_num(fdrs, nan=1.0) < 0.05)).all()
     ax = pl.differential_activity(model, perturbations=[groups[1]], n_terms=3)
     assert len(ax.collections[0].get_offsets()) == 3
     with pytest.raises(ValueError, match="lack the columns"):

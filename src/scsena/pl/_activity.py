@@ -182,7 +182,7 @@ def pathway_activity(
         means[ids].to_numpy(dtype=float), relative_to_control, standard_scale, cmap
     )
     order = list(means.index)
-    xlabels = term_tick_labels(model, ids, term_labels, label_width, fit=wrap)  # never cut
+    xlabels = term_tick_labels(model, ids, term_labels, label_width)
     n_lines = max(lab.count("\n") + 1 for lab in xlabels)
     ax = new_axes(ax, (0.22 * n_lines * len(ids) + 3, 0.3 * len(order) + 0.08 * label_width + 2))
     im = ax.imshow(mat, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
@@ -216,6 +216,15 @@ def _top_scores(
         )
     row = scores.loc[perturbation].astype(float).sort_values(ascending=False, kind="stable")
     return row.iloc[:n]
+
+
+def _affected_legend(ax: Axes, perturbation: str, colors: tuple[str, str]) -> None:
+    """Legend of the bar colours: BPs containing the perturbed gene, other BPs."""
+    handles = [
+        Patch(color=colors[1], label=f"contains {perturbation}"),
+        Patch(color=colors[0], label="other"),
+    ]
+    ax.legend(handles=handles, loc="lower right", frameon=False)
 
 
 def top_bps(
@@ -261,7 +270,7 @@ def top_bps(
     term_labels
         Label BPs by ``"name"``, ``"id"`` or ``"both"``.
     label_width
-        Truncate BP names to this many characters.
+        Wrap BP names at this many characters (never truncated).
     colors
         Colours of other and of affected BPs.
     ax, save, show
@@ -276,24 +285,20 @@ def top_bps(
     )
     affected = set(model.get_affected_terms(perturbation, gene_sets)[perturbation])
     ids = list(top.index)[::-1]  # best on top
-    ax = new_axes(ax, (6, 0.3 * len(ids) + 1.5))
+    labels = term_tick_labels(model, ids, term_labels, label_width)
+    n_lines = sum(lab.count("\n") + 1 for lab in labels)
+    ax = new_axes(ax, (6, 0.18 * n_lines + 0.12 * len(ids) + 1.5))
     ax.barh(
         np.arange(len(ids)),
         top.to_numpy()[::-1],
         color=[colors[1] if t in affected else colors[0] for t in ids],
     )
     ax.set_yticks(np.arange(len(ids)))
-    ax.set_yticklabels(term_tick_labels(model, ids, term_labels, label_width))
+    ax.set_yticklabels(labels, linespacing=1.0)
     ax.set_xlabel("activation score" + (" (-log10 p)" if method == "ttest" else ""))
-    ax.set_title(f"Top BPs: {perturbation}")
-    ax.legend(
-        handles=[
-            Patch(color=colors[1], label=f"contains {perturbation}"),
-            Patch(color=colors[0], label="other"),
-        ],
-        loc="lower right",
-        frameon=False,
-    )
+    ax.set_ylabel("biological process")
+    ax.set_title(f"BPs most changed by {perturbation}")
+    _affected_legend(ax, perturbation, colors)
     finish(ax.figure, save, show)
     return ax
 
@@ -411,6 +416,7 @@ def _label_dot_grid(ax: Axes, groups: Sequence[str], labels: Sequence[str]) -> N
     ax.grid(True, color="0.92", lw=0.6)
     ax.set_axisbelow(True)
     ax.set_xlabel("perturbation")
+    ax.set_ylabel("biological process")
 
 
 def _fdr_size_legend(ax: Axes, fdr: float, max_size: float) -> None:

@@ -64,11 +64,6 @@ def dense(matrix) -> np.ndarray:
     return np.asarray(matrix.toarray() if hasattr(matrix, "toarray") else matrix)
 
 
-def cut(text: str, width: int) -> str:
-    """``text`` cut to ``width`` characters (an ellipsis marks the cut)."""
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
 def wrap(text: str, width: int) -> str:
     """``text`` wrapped at ``width`` characters, words never broken."""
     return "\n".join(textwrap.wrap(text, width=width, break_long_words=False)) or text
@@ -84,16 +79,13 @@ def order_groups(groups: Sequence[str], delimiter: str) -> list[str]:
     return sorted(groups, key=key)
 
 
-def term_tick_labels(
-    model: SENAVAE, ids: Sequence[str], how: str, width: int, fit=None
-) -> list[str]:
-    """Term labels as ``how`` says; names fitted to ``width`` by ``fit`` (default: cut)."""
-    fit = cut if fit is None else fit
+def term_tick_labels(model: SENAVAE, ids: Sequence[str], how: str, width: int) -> list[str]:
+    """Term labels as ``how`` says (``"name"``, ``"id"``, ``"both"``); names wrapped, never cut."""
     names = dict(zip(model.term_ids_, model.term_names_))
     if how == "id":
         return list(ids)
     if how == "name":
-        return [fit(names.get(t, t) or t, width) for t in ids]
+        return [wrap(names.get(t, t) or t, width) for t in ids]
     if how == "both":
-        return [f"{fit(names.get(t, t) or t, width)} ({t})" for t in ids]
+        return [wrap(f"{names.get(t, t) or t} ({t})", width) for t in ids]
     raise ValueError(f"term_labels must be 'name', 'id' or 'both', got {how!r}.")

@@ -19,15 +19,20 @@ if TYPE_CHECKING:
 
 #: Fill colours of factors with and without perturbation targets.
 _PERTURBED_FILL, _PLAIN_FILL = "#fdd49e", "#d9d9d9"
+#: Isolated factors side by side in one row of the layered layout (at least).
+_ISOLATED_PER_ROW = 8
+#: Inches per layout unit of the layered layout; space around it, in layout units.
+_INCHES_PER_UNIT, _PAD = 0.9, 0.5
 
 
 def _layered_layout(graph: nx.DiGraph) -> dict:
-    """Columns by longest-path depth (edges flow left to right); isolated factors in a row below.
+    """Columns by longest-path depth (edges flow left to right); isolated factors in rows below.
 
     A factor's column is the length of the longest directed path ending at it, so
     every edge goes to a column further right; within a column, factors are ordered
-    by the mean height of their parents. Factors without edges get a row of their own
-    under the graph.
+    by the mean height of their parents, then as in the graph. Factors without edges
+    get rows of their own under the graph, side by side (at least 8 per row, or as
+    many as there are columns).
     """
     if not nx.is_directed_acyclic_graph(graph):
         raise ValueError("The graph has a cycle: use layout='spring' to draw it.")
@@ -38,20 +43,30 @@ def _layered_layout(graph: nx.DiGraph) -> dict:
             continue
         depth[v] = max((depth[u] + 1 for u in graph.predecessors(v)), default=0)
         graph.nodes[v]["layer"] = depth[v]
+    index = {v: i for i, v in enumerate(graph)}  # z2 before z10
     pos: dict = {}
     for layer in range(max(depth.values(), default=-1) + 1):
         nodes = [v for v in depth if depth[v] == layer]
         bary = {
             v: np.mean([pos[u][1] for u in graph.predecessors(v)]) if layer else 0.0 for v in nodes
         }
-        nodes.sort(key=lambda v: (-bary[v], str(v)))
+        nodes.sort(key=lambda v: (-bary[v], index[v]))
         for i, v in enumerate(nodes):
             pos[v] = np.array([float(layer), (len(nodes) - 1) / 2 - i])
     bottom = min((p[1] for p in pos.values()), default=0.0) - (1.2 if pos else 0.0)
+    per_row = max(_ISOLATED_PER_ROW, max(depth.values(), default=-1) + 1)
     for i, v in enumerate(isolated):
         graph.nodes[v]["layer"] = None
-        pos[v] = np.array([float(i), bottom])
+        row, col = divmod(i, per_row)
+        pos[v] = np.array([float(col), bottom - row])
     return pos
+
+
+def _arc(p0: np.ndarray, p2: np.ndarray, rad: float, t: np.ndarray) -> np.ndarray:
+    """Points at ``t`` of the quadratic Bezier curve matplotlib's ``arc3,rad=rad`` draws."""
+    d = p2 - p0
+    ctrl = (p0 + p2) / 2 + rad * np.array([d[1], -d[0]])
+    return (1 - t) ** 2 * p0 + 2 * (1 - t) * t * ctrl + t**2 * p2
 
 
 def _edge_rad(pos: dict, u, v, clearance: float) -> float:
@@ -65,10 +80,8 @@ def _edge_rad(pos: dict, u, v, clearance: float) -> float:
     if not len(others):
         return 0.0
     t = np.linspace(0.05, 0.95, 60)[:, None]
-    d = p2 - p0
     for rad in (0.0, 0.2, -0.2, 0.35, -0.35, 0.5, -0.5, 0.7, -0.7, 0.9, -0.9):
-        ctrl = (p0 + p2) / 2 + rad * np.array([d[1], -d[0]])
-        curve = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * ctrl + t**2 * p2
+        curve = _arc(p0, p2, rad, t)
         gap = np.linalg.norm(curve[:, None, :] - others[None, :, :], axis=2).min()
         if gap > clearance:
             return rad
@@ -120,16 +133,36 @@ def _node_positions(graph: nx.DiGraph, layout: str, seed: int) -> dict:
     raise ValueError(f"layout must be 'layered' or 'spring', got {layout!r}.")
 
 
-def _graph_figsize(pos: dict, layout: str, table: str, targets_width: int) -> tuple[float, float]:
-    """Figure size fitting the layout's extent and the target table beside it."""
-    if pos:
-        xy = np.array(list(pos.values()))
-        span_x, span_y = np.ptp(xy[:, 0]) + 1, np.ptp(xy[:, 1]) + 1
-    else:
-        span_x = span_y = 1.0
-    scale = 0.9 if layout == "layered" else 4.0 / max(span_x, span_y)
-    table_w = 0.075 * min(targets_width + 6, max((len(x) for x in table.split("\n")), default=0))
-    return (max(3.0, scale * span_x + 1) + table_w, max(3.0, scale * span_y + 1.2))
+def _edge_rads(graph: nx.DiGraph, pos: dict, layout: str) -> dict[tuple, float]:
+    """Curvature of every edge: bent around other factors (layered) or slightly (spring)."""
+    if layout == "layered":
+        return {(u, v): _edge_rad(pos, u, v, 0.3) for u, v in graph.edges}
+    return {(u, v): 0.1 for u, v in graph.edges}
+
+
+def _layered_limits(pos: dict, rads: dict[tuple, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper data limits holding every factor and every bent edge, padded."""
+    if not pos:
+        return np.array([-_PAD, -_PAD]), np.array([_PAD, _PAD])
+    points = [np.asarray(p, float)[None, :] for p in pos.values()]
+    t = np.linspace(0.0, 1.0, 21)[:, None]
+    for (u, v), rad in rads.items():
+        points.append(_arc(np.asarray(pos[u], float), np.asarray(pos[v], float), rad, t))
+    xy = np.concatenate(points)
+    return xy.min(axis=0) - _PAD, xy.max(axis=0) + _PAD
+
+
+def _graph_figsize(
+    layout: str, limits: tuple[np.ndarray, np.ndarray], table: str
+) -> tuple[float, float]:
+    """Figure size fitting the layout's extent and, beside it, the legend and target table."""
+    n_lines = table.count("\n") + 2 if table else 0
+    side_h = 0.6 + 0.13 * n_lines  # legend, then the table in 7-point type
+    side_w = 0.075 * max((len(x) for x in table.split("\n")), default=0) if table else 0.0
+    if layout == "layered":
+        span_x, span_y = _INCHES_PER_UNIT * (limits[1] - limits[0])
+        return (max(3.0, span_x) + max(side_w, 1.3), max(2.5, span_y + 0.6, side_h))
+    return (5.0 + max(side_w, 1.3), max(4.2, side_h))
 
 
 def _draw_factors(ax: Axes, graph: nx.DiGraph, pos: dict, node_size: float) -> None:
@@ -152,19 +185,18 @@ def _draw_edges(
     ax: Axes,
     graph: nx.DiGraph,
     pos: dict,
-    layout: str,
+    rads: dict[tuple, float],
     colors: tuple[str, str],
     node_size: float,
 ) -> None:
-    """Edges as arrows coloured by sign, as wide as ``|weight|``, bent around other factors."""
+    """Edges as arrows coloured by sign, as wide as ``|weight|``, bent as ``rads`` says."""
     edge_list = list(graph.edges(data="weight"))
     if not edge_list:
         return
     wmax = max(abs(w) for *_, w in edge_list)
     by_rad: dict[float, list] = {}
     for u, v, w in edge_list:
-        rad = _edge_rad(pos, u, v, 0.3) if layout == "layered" else 0.1
-        by_rad.setdefault(rad, []).append((u, v, w))
+        by_rad.setdefault(rads[(u, v)], []).append((u, v, w))
     for rad, group in by_rad.items():
         nx.draw_networkx_edges(
             graph,
@@ -182,33 +214,35 @@ def _draw_edges(
 
 
 def _graph_legend(ax: Axes, colors: tuple[str, str], table: str) -> None:
-    """Legend of the edge signs and of perturbed factors, and the target table above it."""
+    """Legend of the edge signs and of perturbed factors beside the graph, the targets below it."""
+    perturbed = Line2D(
+        [], [], marker="o", ls="", mfc=_PERTURBED_FILL, mec="black", label="perturbed factor"
+    )
+    legend = ax.legend(
+        handles=[
+            Line2D([], [], color=colors[0], label="positive edge"),
+            Line2D([], [], color=colors[1], label="negative edge"),
+            perturbed,
+        ],
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        frameon=False,
+        fontsize=8,
+    )
     if table:
-        ax.text(
-            1.02,
-            1.0,
+        ax.annotate(
             "targets acting on each factor\n" + table,
-            transform=ax.transAxes,
+            xy=(0.0, 0.0),
+            xycoords=legend,
+            xytext=(4, -6),
+            textcoords="offset points",
             ha="left",
             va="top",
             fontsize=7,
             family="monospace",
             color="#7f2704",
         )
-    perturbed = Line2D(
-        [], [], marker="o", ls="", mfc=_PERTURBED_FILL, mec="black", label="perturbed factor"
-    )
-    ax.legend(
-        handles=[
-            Line2D([], [], color=colors[0], label="positive edge"),
-            Line2D([], [], color=colors[1], label="negative edge"),
-            perturbed,
-        ],
-        loc="lower left" if table else "upper left",
-        bbox_to_anchor=(1.02, 0.0) if table else (1.0, 1.0),
-        frameon=False,
-        fontsize=8,
-    )
 
 
 def causal_graph(
@@ -249,7 +283,7 @@ def causal_graph(
     layout
         ``"layered"``: factors in columns by DAG order (a factor's column is the
         length of the longest path ending at it, so edges flow left to right), edges
-        bent around the factors they would cross, factors without edges in a row of
+        bent around the factors they would cross, factors without edges in rows of
         their own below; ``"spring"``: force-directed.
     hide_isolated
         Leave out factors without edges and targets.
@@ -272,14 +306,19 @@ def causal_graph(
     """
     graph = _factor_graph(model, threshold, temperature, hide_isolated)
     pos = _node_positions(graph, layout, seed)
+    rads = _edge_rads(graph, pos, layout)
+    limits = _layered_limits(pos, rads)
     table = _targets_table(graph, targets_width) if label_targets else ""
-    ax = new_axes(ax, _graph_figsize(pos, layout, table, targets_width))
+    ax = new_axes(ax, _graph_figsize(layout, limits, table))
     _draw_factors(ax, graph, pos, node_size)
-    _draw_edges(ax, graph, pos, layout, colors, node_size)
+    _draw_edges(ax, graph, pos, rads, colors, node_size)
     _graph_legend(ax, colors, table)
-    if layout == "layered":
-        ax.set_aspect("equal", adjustable="datalim")
-    ax.margins(x=0.12, y=0.15)
+    if layout == "layered":  # equal scales: the edges bend as computed
+        ax.set_xlim(limits[0][0], limits[1][0])
+        ax.set_ylim(limits[0][1], limits[1][1])
+        ax.set_aspect("equal", adjustable="box")
+    else:
+        ax.margins(x=0.12, y=0.15)
     ax.set_title(f"Latent DAG (|weight| >= {threshold:g})")
     ax.set_axis_off()
     ax.scsena_graph = graph

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from ._common import finish
 
@@ -83,6 +84,7 @@ def _draw_curve(
     title, quantity = _curve_names(key)
     ax.set_title(title)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(quantity + (" (log scale)" if log_y else ""))
 
 
