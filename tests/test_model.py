@@ -63,6 +63,14 @@ def test_predict_single_and_unseen_double(trained):
     assert np.isfinite(pred.X).all()
     again = model.predict_perturbation(labels, n_cells=40, seed=1)
     np.testing.assert_array_equal(pred.X, again.X)
+    # the forward-pass size changes nothing (the sampling noise is drawn for all cells);
+    # None takes scvi-tools' setting
+    chunked = model.predict_perturbation(labels, n_cells=40, seed=1, batch_size=7)
+    np.testing.assert_allclose(chunked.X, pred.X, rtol=1e-5, atol=1e-6)
+    z7 = model.get_latent_representation(give_mean=False, seed=2, batch_size=7)
+    np.testing.assert_allclose(
+        z7, model.get_latent_representation(give_mean=False, seed=2), rtol=1e-5, atol=1e-6
+    )
     # training brings the predicted unseen double closer (MMD) to the real double cells
     real = adata[adata.obs["guide_ids"] == doubles[0]].X.toarray()
     fresh = adata.copy()  # the shared fixture's data may carry other models' registrations

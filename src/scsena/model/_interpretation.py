@@ -22,6 +22,8 @@ from scsena.metrics import (
     rank_genes_groups_uns,
 )
 
+from ._prediction import inference_batch_size
+
 #: Control cells used to orient pathway activities (a seeded sample beyond).
 _ORIENT_MAX_CELLS = 20_000
 #: Name of the control group in ``pathway_activity_anndata``.
@@ -63,7 +65,8 @@ class InterpretationMixin:
         return np.asarray((member != 0).sum(axis=0)).ravel().astype(np.int64)
 
     @torch.inference_mode()
-    def _raw_activity(self, splitter, idx: np.ndarray, batch_size: int) -> np.ndarray:
+    def _raw_activity(self, splitter, idx: np.ndarray, batch_size: int | None) -> np.ndarray:
+        batch_size = inference_batch_size(batch_size)
         self.module.eval()
         out = [
             self.module.pathway_activity(x).cpu().numpy()
@@ -74,7 +77,7 @@ class InterpretationMixin:
         return np.concatenate(out, axis=0).astype(np.float32)
 
     @torch.inference_mode()
-    def _orient(self, batch_size: int = 1024) -> pd.DataFrame:
+    def _orient(self, batch_size: int | None = None) -> pd.DataFrame:
         """Correlate each term's raw activity with its members' mean on control cells."""
         splitter = self.data_splitter()
         control = np.flatnonzero(splitter.perturbations.kind == KIND_CONTROL)
@@ -92,7 +95,7 @@ class InterpretationMixin:
         scale = member.multiply(1.0 / np.maximum(sizes, 1)).tocsr()
         self.module.eval()
         acts, means = [], []
-        for x in splitter.iter_rows(control, batch_size, self.device):
+        for x in splitter.iter_rows(control, inference_batch_size(batch_size), self.device):
             acts.append(self.module.pathway_activity(x).cpu().numpy().astype(np.float64))
             means.append(np.asarray(scale.T @ x.cpu().numpy().astype(np.float64).T).T)
         a, m = np.concatenate(acts), np.concatenate(means)
@@ -139,7 +142,9 @@ class InterpretationMixin:
             self.term_orientation_ = table
         return table.copy()
 
-    def _activity(self, splitter, idx: np.ndarray, batch_size: int, orientation: str) -> np.ndarray:
+    def _activity(
+        self, splitter, idx: np.ndarray, batch_size: int | None, orientation: str
+    ) -> np.ndarray:
         if orientation not in ("members", "raw"):
             raise ValueError(f"orientation must be 'members' or 'raw', got {orientation!r}.")
         act = self._raw_activity(splitter, idx, batch_size)
@@ -151,7 +156,7 @@ class InterpretationMixin:
         self,
         adata: ad.AnnData | None = None,
         indices: Sequence[int] | None = None,
-        batch_size: int = 1024,
+        batch_size: int | None = None,
         key_added: str | None = ADATA_KEYS.ACTIVITY,
         overwrite: bool = False,
         orientation: Literal["members", "raw"] = "members",
@@ -166,7 +171,7 @@ class InterpretationMixin:
         indices
             Cells to use (default: all).
         batch_size
-            Cells per forward pass.
+            Cells per forward pass (``None``: ``scvi.settings.batch_size``).
         key_added
             Write the ``cells x terms`` matrix to ``adata.obsm[key_added]`` and the term
             IDs and names, the orientation and the per-term signs to
@@ -243,7 +248,7 @@ class InterpretationMixin:
         adata: ad.AnnData | None = None,
         perturbations: Sequence[str] | str | None = None,
         orientation: Literal["members", "raw"] = "members",
-        batch_size: int = 1024,
+        batch_size: int | None = None,
     ) -> pd.DataFrame:
         """Which pathways each perturbation changes: every term, against control cells.
 
@@ -272,7 +277,7 @@ class InterpretationMixin:
         orientation
             ``"members"`` (default) or ``"raw"``, as in :meth:`get_pathway_activity`.
         batch_size
-            Cells per forward pass.
+            Cells per forward pass (``None``: ``scvi.settings.batch_size``).
 
         Returns
         -------
@@ -309,7 +314,7 @@ class InterpretationMixin:
     def pathway_activity_anndata(
         self,
         adata: ad.AnnData | None = None,
-        batch_size: int = 1024,
+        batch_size: int | None = None,
         orientation: Literal["members", "raw"] = "members",
         differential: bool = False,
     ) -> ad.AnnData:
@@ -326,7 +331,7 @@ class InterpretationMixin:
         adata
             Registered AnnData (default: the model's).
         batch_size
-            Cells per forward pass.
+            Cells per forward pass (``None``: ``scvi.settings.batch_size``).
         orientation
             ``"members"`` (default) or ``"raw"``, as in :meth:`get_pathway_activity`.
         differential

@@ -24,6 +24,15 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
+def inference_batch_size(batch_size: int | None) -> int:
+    """Cells per forward pass: ``batch_size``, or ``scvi.settings.batch_size`` for ``None``."""
+    if batch_size is None:
+        import scvi
+
+        return int(scvi.settings.batch_size)
+    return _positive_int(batch_size, "batch_size")
+
+
 def _check_temperature(temperature) -> None:
     ok = isinstance(temperature, (int, float, np.number)) and not isinstance(temperature, bool)
     if not ok or not np.isfinite(temperature) or temperature <= 0:
@@ -90,17 +99,19 @@ class PredictionMixin:
         sample: bool,
         seed: int,
     ) -> torch.Tensor:
-        """Latent ``z`` of the given cells: the posterior mean, or a seeded sample."""
-        gen = torch.Generator().manual_seed(seed)
+        """Latent ``z`` of the given cells: the posterior mean, or a seeded sample.
+
+        The sample's noise is drawn for all cells at once, so it does not depend on
+        ``batch_size``.
+        """
         self.module.eval()
-        out = []
-        for x in splitter.iter_rows(indices, batch_size, self.device):
-            _, mu, var = self.module.encode(x)
-            if sample:
-                eps = torch.randn(mu.shape, generator=gen, dtype=mu.dtype).to(mu.device)
-                mu = mu + var.sqrt() * eps
-            out.append(mu)
-        return torch.cat(out)
+        rows = splitter.iter_rows(indices, batch_size, self.device)
+        parts = [self.module.encode(x)[1:] for x in rows]
+        mu = torch.cat([p[0] for p in parts])
+        if not sample:
+            return mu
+        var = torch.cat([p[1] for p in parts])
+        return self.module.sample_latent(mu, var, torch.Generator().manual_seed(seed))
 
     @torch.inference_mode()
     def get_latent_representation(
@@ -108,7 +119,7 @@ class PredictionMixin:
         adata: ad.AnnData | None = None,
         indices: Sequence[int] | None = None,
         give_mean: bool = True,
-        batch_size: int = 1024,
+        batch_size: int | None = None,
         seed: int = 0,
     ) -> np.ndarray:
         """Latent factors ``z`` of each cell (posterior mean, or a sample).
@@ -122,7 +133,7 @@ class PredictionMixin:
         give_mean
             Return the posterior mean ``mu``; otherwise a sample.
         batch_size
-            Cells per forward pass.
+            Cells per forward pass (``None``: ``scvi.settings.batch_size``).
         seed
             Seed of the sample when ``give_mean=False``.
 
@@ -130,6 +141,7 @@ class PredictionMixin:
         -------
         ``(n_cells, n_latent)`` array.
         """
+        batch_size = inference_batch_size(batch_size)
         splitter = self.data_splitter(adata)
         idx = np.arange(splitter.adata.n_obs) if indices is None else np.asarray(indices)
         if len(idx) == 0:
@@ -157,7 +169,7 @@ class PredictionMixin:
         temperature: float = 1000.0,
         use_mean: bool = False,
         seed: int = 0,
-        batch_size: int = 1024,
+        batch_size: int | None = None,
         batch: str | None = None,
         inplace: bool = False,
         key_added: str = "scsena_prediction",
@@ -192,7 +204,7 @@ class PredictionMixin:
         seed
             Seed of the control draw and of the sampling noise.
         batch_size
-            Cells per forward pass.
+            Cells per forward pass (``None``: ``scvi.settings.batch_size``).
         batch
             With a ``batch_key`` registered at setup: draw the starting control cells
             from this batch only, so the cells are predicted in that batch (``None``:
@@ -223,7 +235,7 @@ class PredictionMixin:
             range or not pointing at control cells, or a ``batch`` the data does not
             have (or has no control cells in); the message names the argument.
         """
-        batch_size = _positive_int(batch_size, "batch_size")
+        batch_size = inference_batch_size(batch_size)
         _check_temperature(temperature)
         splitter = self.data_splitter(adata)
         labels = [perturbations] if isinstance(perturbations, str) else list(perturbations)

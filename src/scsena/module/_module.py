@@ -229,12 +229,20 @@ class SENAModule(BaseModuleClass):
         ``eps`` is drawn from ``generator`` when given (else the global generator).
         """
         a, mu, var = self.encode(x)
-        if use_mean:
-            z = mu
-        else:
-            eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-            z = mu + var.sqrt() * eps
+        z = mu if use_mean else self.sample_latent(mu, var, generator)
         return {"activity": a, "mu": mu, "var": var, "z": z}
+
+    @staticmethod
+    def sample_latent(
+        mu: torch.Tensor, var: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``z = mu + sqrt(var) * eps``, ``eps ~ N(0, I)`` drawn from ``generator``.
+
+        The noise is drawn on the generator's device (else ``mu``'s) and moved to ``mu``'s.
+        """
+        device = mu.device if generator is None else generator.device
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=device)
+        return mu + var.sqrt() * eps.to(mu.device)
 
     def _get_generative_input(
         self, tensors: dict[str, torch.Tensor], inference_outputs: dict, **kwargs
