@@ -460,3 +460,15 @@ def test_activation_test_counts_the_affected_terms(small):
     metrics = model.activation_test().set_index("perturbation")
     affected = model.get_affected_terms(list(metrics.index))
     assert {t: len(affected[t]) for t in metrics.index} == metrics["n_affected"].to_dict()
+
+
+def test_causal_graph_orders_columns_to_uncross_edges(small, monkeypatch):
+    model, _ = small
+    # in factor order, z0 -> z3 and z1 -> z2 would cross
+    edges = pd.DataFrame({"source": ["z0", "z1"], "target": ["z3", "z2"], "weight": [0.5, -0.5]})
+    monkeypatch.setattr(model, "get_causal_graph", lambda threshold: edges)
+    ax = pl.causal_graph(model)
+    pos = ax.scsena_pos
+    assert pos["z0"][1] > pos["z1"][1]  # first column as in the graph
+    assert pos["z3"][1] > pos["z2"][1]  # second column follows its parents: no crossing
+    assert pos["z0"][0] == pos["z1"][0] == 0 and pos["z2"][0] == pos["z3"][0] == 1

@@ -22,7 +22,51 @@ _PERTURBED_FILL, _PLAIN_FILL = "#fdd49e", "#d9d9d9"
 #: Isolated factors side by side in one row of the layered layout (at least).
 _ISOLATED_PER_ROW = 8
 #: Inches per layout unit of the layered layout; space around it, in layout units.
-_INCHES_PER_UNIT, _PAD = 0.9, 0.5
+_INCHES_PER_UNIT, _PAD = 1.1, 0.5
+#: Least distance, in layout units, from an edge to a factor it does not join.
+_CLEARANCE = 0.3
+
+
+def _columns(graph: nx.DiGraph, isolated: list) -> list[list]:
+    """Factors with edges grouped by the length of the longest path ending at them."""
+    depth: dict = {}
+    for v in nx.topological_sort(graph):
+        if v not in isolated:
+            depth[v] = max((depth[u] + 1 for u in graph.predecessors(v)), default=0)
+            graph.nodes[v]["layer"] = depth[v]
+    columns: list[list] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for v in graph:  # as in the graph: z2 before z10
+        if v in depth:
+            columns[depth[v]].append(v)
+    return columns
+
+
+def _heights(column: list) -> dict:
+    """Height of each factor of a column, centred on 0, the first on top."""
+    return {v: (len(column) - 1) / 2 - i for i, v in enumerate(column)}
+
+
+def _order_columns(graph: nx.DiGraph, columns: list[list], sweeps: int = 4) -> None:
+    """Order each column by the mean height of its neighbours (barycentre sweeps).
+
+    Sweeps alternate left to right (by parents) and right to left (by children), which
+    shortens edges and removes most crossings; ties keep the current order.
+    """
+    height = {v: h for column in columns for v, h in _heights(column).items()}
+
+    def sort(column: list, neighbours) -> None:
+        def key(v):
+            near = [height[u] for u in neighbours(v)]
+            return -(np.mean(near) if near else height[v])
+
+        column.sort(key=key)
+        height.update(_heights(column))
+
+    for _ in range(sweeps):
+        for column in columns[1:]:
+            sort(column, graph.predecessors)
+        for column in reversed(columns[:-1]):
+            sort(column, graph.successors)
 
 
 def _layered_layout(graph: nx.DiGraph) -> dict:
@@ -30,31 +74,22 @@ def _layered_layout(graph: nx.DiGraph) -> dict:
 
     A factor's column is the length of the longest directed path ending at it, so
     every edge goes to a column further right; within a column, factors are ordered
-    by the mean height of their parents, then as in the graph. Factors without edges
-    get rows of their own under the graph, side by side (at least 8 per row, or as
-    many as there are columns).
+    to keep edges short and uncrossed (by the mean height of their neighbours).
+    Factors without edges get rows of their own under the graph, side by side (at
+    least 8 per row, or as many as there are columns).
     """
     if not nx.is_directed_acyclic_graph(graph):
         raise ValueError("The graph has a cycle: use layout='spring' to draw it.")
     isolated = [v for v in graph if graph.degree(v) == 0]
-    depth: dict = {}
-    for v in nx.topological_sort(graph):
-        if v in isolated:
-            continue
-        depth[v] = max((depth[u] + 1 for u in graph.predecessors(v)), default=0)
-        graph.nodes[v]["layer"] = depth[v]
-    index = {v: i for i, v in enumerate(graph)}  # z2 before z10
-    pos: dict = {}
-    for layer in range(max(depth.values(), default=-1) + 1):
-        nodes = [v for v in depth if depth[v] == layer]
-        bary = {
-            v: np.mean([pos[u][1] for u in graph.predecessors(v)]) if layer else 0.0 for v in nodes
-        }
-        nodes.sort(key=lambda v: (-bary[v], index[v]))
-        for i, v in enumerate(nodes):
-            pos[v] = np.array([float(layer), (len(nodes) - 1) / 2 - i])
+    columns = _columns(graph, isolated)
+    _order_columns(graph, columns)
+    pos = {
+        v: np.array([float(x), h])
+        for x, column in enumerate(columns)
+        for v, h in _heights(column).items()
+    }
     bottom = min((p[1] for p in pos.values()), default=0.0) - (1.2 if pos else 0.0)
-    per_row = max(_ISOLATED_PER_ROW, max(depth.values(), default=-1) + 1)
+    per_row = max(_ISOLATED_PER_ROW, len(columns))
     for i, v in enumerate(isolated):
         graph.nodes[v]["layer"] = None
         row, col = divmod(i, per_row)
@@ -72,20 +107,22 @@ def _arc(p0: np.ndarray, p2: np.ndarray, rad: float, t: np.ndarray) -> np.ndarra
 def _edge_rad(pos: dict, u, v, clearance: float) -> float:
     """Curvature (matplotlib ``arc3`` rad) of the edge ``u -> v`` that passes no other node.
 
-    Tries a straight line, then arcs bending more and more to either side; the
-    path is the quadratic Bezier curve ``arc3`` draws (exact with equal axis scales).
+    Tries a straight line, then arcs bending more and more to either side (the
+    widest gap when none clears ``clearance``); the path is the quadratic Bezier
+    curve ``arc3`` draws (exact with equal axis scales).
     """
     p0, p2 = np.asarray(pos[u], float), np.asarray(pos[v], float)
     others = np.array([p for w, p in pos.items() if w not in (u, v)], dtype=float)
     if not len(others):
         return 0.0
     t = np.linspace(0.05, 0.95, 60)[:, None]
+    gaps = {}
     for rad in (0.0, 0.2, -0.2, 0.35, -0.35, 0.5, -0.5, 0.7, -0.7, 0.9, -0.9):
         curve = _arc(p0, p2, rad, t)
-        gap = np.linalg.norm(curve[:, None, :] - others[None, :, :], axis=2).min()
-        if gap > clearance:
+        gaps[rad] = np.linalg.norm(curve[:, None, :] - others[None, :, :], axis=2).min()
+        if gaps[rad] > clearance:
             return rad
-    return 0.9
+    return max(gaps, key=gaps.get)  # no clear path: the one passing farthest from factors
 
 
 def _targets_table(graph: nx.DiGraph, width: int) -> str:
@@ -136,7 +173,7 @@ def _node_positions(graph: nx.DiGraph, layout: str, seed: int) -> dict:
 def _edge_rads(graph: nx.DiGraph, pos: dict, layout: str) -> dict[tuple, float]:
     """Curvature of every edge: bent around other factors (layered) or slightly (spring)."""
     if layout == "layered":
-        return {(u, v): _edge_rad(pos, u, v, 0.3) for u, v in graph.edges}
+        return {(u, v): _edge_rad(pos, u, v, _CLEARANCE) for u, v in graph.edges}
     return {(u, v): 0.1 for u, v in graph.edges}
 
 
@@ -245,6 +282,17 @@ def _graph_legend(ax: Axes, colors: tuple[str, str], table: str) -> None:
         )
 
 
+def _frame_graph(ax: Axes, layout: str, limits: tuple[np.ndarray, np.ndarray]) -> None:
+    """Axes limits around the graph (equal scales when layered, so edges bend as computed)."""
+    if layout == "layered":
+        ax.set_xlim(limits[0][0], limits[1][0])
+        ax.set_ylim(limits[0][1], limits[1][1])
+        ax.set_aspect("equal", adjustable="box")
+    else:
+        ax.margins(x=0.12, y=0.15)
+    ax.set_axis_off()
+
+
 def causal_graph(
     model: SENAVAE,
     threshold: float = 0.1,
@@ -313,14 +361,8 @@ def causal_graph(
     _draw_factors(ax, graph, pos, node_size)
     _draw_edges(ax, graph, pos, rads, colors, node_size)
     _graph_legend(ax, colors, table)
-    if layout == "layered":  # equal scales: the edges bend as computed
-        ax.set_xlim(limits[0][0], limits[1][0])
-        ax.set_ylim(limits[0][1], limits[1][1])
-        ax.set_aspect("equal", adjustable="box")
-    else:
-        ax.margins(x=0.12, y=0.15)
+    _frame_graph(ax, layout, limits)
     ax.set_title(f"Latent DAG (|weight| >= {threshold:g})")
-    ax.set_axis_off()
     ax.scsena_graph = graph
     ax.scsena_pos = pos
     finish(ax.figure, save, show)
