@@ -202,3 +202,22 @@ def test_inplace_prediction_writes_means_into_the_data(batch_model):
     data.uns["mine"] = {"a": 1}
     with pytest.raises(ValueError, match="not written by scsena"):
         model.predict_perturbation(t, n_cells=5, adata=data, inplace=True, key_added="mine")
+
+
+def test_cli_train_with_batch_key_then_evaluate(tmp_path):
+    from scsena import cli
+
+    data = scsena.datasets.simulate_perturbseq(
+        n_cells=400, n_genes=150, n_targets=3, n_doubles=1, n_batches=2, batch_effect=0.5, seed=0
+    )
+    path = tmp_path / "screen.h5ad"
+    data.write_h5ad(path)
+    save = tmp_path / "run"
+    args = ["train", "--data", str(path), "--batch-key", "batch", "--epochs", "1",
+            "--batch-size", "16", "--save-dir", str(save), "--no-progress"]
+    assert cli.main(args) == 0
+    with pytest.warns(UserWarning, match="loaded without data"):
+        model = scsena.SENAVAE.load(save / "seed0" / "model")
+    assert model.module.n_cats_per_covariate == (2,)
+    assert cli.main(["evaluate", "--model-dir", str(save), "--out", str(tmp_path / "e")]) == 0
+    assert any((tmp_path / "e").rglob("*.tsv"))

@@ -69,8 +69,8 @@ def test_heldout_choices_and_plain_str_names(small):
     assert all(type(t) is str for t in two.heldout_)
     with pytest.raises(ValueError, match="heldout=9 asks for more targets"):
         _model(small, heldout=9)
-    assert cli._heldout(["all"]) == "all" and cli._heldout(["3"]) == 3
-    assert cli._heldout(None) == "auto" and cli._heldout(["A", "B"]) == ["A", "B"]
+    assert cli.heldout_option(["all"]) == "all" and cli.heldout_option(["3"]) == 3
+    assert cli.heldout_option(None) == "auto" and cli.heldout_option(["A", "B"]) == ["A", "B"]
 
 
 # --------------------------------------------------------------------------- predictions

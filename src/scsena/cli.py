@@ -27,6 +27,8 @@ _CONFIG_DATA_KEYS = (
     "gene_sets",
     "min_genes",
     "keep_terms",
+    "batch_key",
+    "covariate_keys",
 )
 
 
@@ -152,8 +154,19 @@ def _print_demo_table(before, after, n_cells: int) -> None:
     )
 
 
-def _heldout(values: list[str] | None) -> str | int | list[str]:
-    """``--heldout``: nothing -> "auto"; one of auto/all or a number as such; else names."""
+def heldout_option(values: list[str] | None) -> str | int | list[str]:
+    """The ``heldout`` argument of :class:`~scsena.SENAVAE` from ``--heldout`` values.
+
+    Parameters
+    ----------
+    values
+        The words given to ``--heldout`` (``None`` when it was not given).
+
+    Returns
+    -------
+    ``"auto"`` when nothing is given; ``"auto"``/``"all"`` or a number as such; else the
+    list of target names.
+    """
     if not values:
         return "auto"
     if len(values) == 1 and values[0] in ("auto", "all"):
@@ -222,6 +235,8 @@ def _setup(adata, args: argparse.Namespace) -> None:
         gene_sets=args.gene_sets,
         min_genes=args.min_genes,
         keep_terms=getattr(args, "keep_terms", None) or None,
+        batch_key=getattr(args, "batch_key", None),
+        categorical_covariate_keys=getattr(args, "covariate_keys", None) or None,
     )
 
 
@@ -264,7 +279,7 @@ def _train(args: argparse.Namespace) -> int:
             mmd_sigma=args.mmd_sigma,
             lambda_l1=args.lambda_l1,
             dtype=args.dtype,
-            heldout=_heldout(args.heldout),
+            heldout=heldout_option(args.heldout),
             seed=seed,
         )
         run_dir = os.path.join(args.save_dir, f"seed{seed}")
@@ -677,6 +692,18 @@ def _setup_args(train: argparse.ArgumentParser) -> None:
         nargs="*",
         default=None,
         help="Gene-set ids kept whatever their size (e.g. GO:0060333).",
+    )
+    train.add_argument(
+        "--batch-key",
+        default=None,
+        help="obs column of each cell's batch (lane, gem group, donor); the decoder is "
+        "conditioned on it and control partners come from the cell's own batch",
+    )
+    train.add_argument(
+        "--covariate-keys",
+        nargs="*",
+        default=None,
+        help="Further categorical obs columns the decoder is conditioned on",
     )
 
 
