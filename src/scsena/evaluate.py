@@ -32,9 +32,14 @@ import numpy as np
 import pandas as pd
 
 from scsena._constants import FOLD_CONTROL, FOLD_DOUBLE, FOLD_TEST, FOLD_TRAIN
-from scsena.data import CANONICAL_DELIMITER
+from scsena.data import CANONICAL_DELIMITER, split_label
 from scsena.datasets import SIMULATION_UNS_KEY
-from scsena.metrics import assignment_recovery, perturbation_metrics, top_de_genes
+from scsena.metrics import (
+    additive_baseline,
+    assignment_recovery,
+    perturbation_metrics,
+    top_de_genes,
+)
 
 BASELINES = ("control", "additive")
 FOLDS = (FOLD_TRAIN, FOLD_TEST, FOLD_DOUBLE)
@@ -166,7 +171,7 @@ class _EvaluationData:
     fold: np.ndarray
     control_idx: np.ndarray
     control: np.ndarray
-    train_shift: dict[str, np.ndarray]
+    train_means: dict[str, np.ndarray]
     de_labels: pd.Series
 
     @classmethod
@@ -178,19 +183,19 @@ class _EvaluationData:
         fold = splitter.folds
         control_idx = np.flatnonzero(fold == FOLD_CONTROL)
         control = _dense(matrix[np.sort(control_idx)])
-        train_shift = _train_shifts(model.targets_, matrix, labels, fold, control.mean(0))
+        train_means = _train_means(model.targets_, matrix, labels, fold)
         de_labels = pd.Series(np.where(fold == FOLD_CONTROL, "", labels), index=adata.obs_names)
-        return cls(adata, matrix, labels, fold, control_idx, control, train_shift, de_labels)
+        return cls(adata, matrix, labels, fold, control_idx, control, train_means, de_labels)
 
 
-def _train_shifts(targets, matrix, labels, fold, ctrl_mean: np.ndarray) -> dict[str, np.ndarray]:
-    """Mean change from control of each target's train-fold cells (targets with cells)."""
-    shifts = {}
+def _train_means(targets, matrix, labels, fold) -> dict[str, np.ndarray]:
+    """Mean expression of each target's train-fold cells (targets with cells)."""
+    means = {}
     for t in targets:
         cells = np.flatnonzero((labels == t) & (fold == FOLD_TRAIN))
         if len(cells):
-            shifts[t] = _dense(matrix[cells]).mean(0) - ctrl_mean
-    return shifts
+            means[t] = _dense(matrix[cells]).mean(0)
+    return means
 
 
 def _draw_cells(
@@ -228,9 +233,13 @@ def _baseline_predictions(
     if "control" in baselines:
         preds["control"] = start_cells
     if "additive" in baselines:
-        parts = [p for p in pert.split(CANONICAL_DELIMITER) if p]
-        if all(p in data.train_shift for p in parts):
-            preds["additive"] = start_cells + sum(data.train_shift[p] for p in parts)
+        parts = split_label(pert)
+        if not parts:
+            preds["additive"] = start_cells
+        elif all(p in data.train_means for p in parts):
+            control_mean = data.control.mean(0)
+            mean = additive_baseline(data.train_means, control_mean, pert)
+            preds["additive"] = start_cells + (mean - control_mean).astype(start_cells.dtype)
     return preds
 
 

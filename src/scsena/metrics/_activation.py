@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from scsena.data import split_label
+
 
 def activation_scores(
     activity: np.ndarray,
@@ -137,7 +139,7 @@ def interpretability_metrics(
     rows = []
     cols = np.asarray(scores.columns)
     for pert, row in scores.iterrows():
-        parts = [p for p in str(pert).split(",") if p]
+        parts = split_label(str(pert))
         hit = sorted(set().union(*[set(affected.get(p, ())) for p in parts])) if parts else []
         hit = [h for h in hit if h in scores.columns]
         if not hit:
