@@ -116,13 +116,23 @@ def main() -> None:
         print("L2 distance of the predicted mean to the real mean, unseen doubles, per batch")
         print("(mean over doubles and batches; mean and sd over seeds; lower is better)")
         print(table.to_string())
+        wide = per_seed.unstack("method")
+        paired = wide["scsena, batch_key"] - wide["scsena, no batch_key"]
+        print("batch_key minus no batch_key, per seed (negative: batch_key is better)")
+        print(paired.round(3).unstack("seed").to_string())
         print(f"total {time.perf_counter() - start:.0f} s")
     if args.json:
         results = {
             f"{effect}|{method}": {"mean": float(r["mean"]), "std": float(r["std"])}
             for (effect, method), r in table.iterrows()
         }
-        write_json(args.json, __file__, {"l2_mean": results, "settings": SIMULATION}, lines)
+        differences = {f"{e}|{seed}": float(v) for (e, seed), v in paired.items()}
+        write_json(
+            args.json,
+            __file__,
+            {"l2_mean": results, "batch_key_minus_none": differences, "settings": SIMULATION},
+            lines,
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,9 @@
 import os
 import warnings
 
+import anndata as ad
+import numpy as np
+import pandas as pd
 import pytest
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -58,3 +61,26 @@ class Payload:
 
     def __reduce__(self):
         return (exec, (f"open({self.path!r}, 'w').close()",))
+
+
+_GENES = None
+
+
+def toy_adata(n_genes=60, labels=None, X=None, seed=0):
+    """A small AnnData with real Ensembl IDs (so the GO mask overlaps)."""
+    global _GENES
+    if _GENES is None:
+        sets = scsena.gene_sets.go_bp(terms="sena")
+        big = sorted(sets, key=lambda t: -len(sets[t]))[:8]
+        _GENES = sorted({g for t in big for g in sets[t]})
+    rng = np.random.default_rng(seed)
+    genes = _GENES[:n_genes]
+    if labels is None:
+        labels = [""] * 40 + ["A"] * 40 + ["B"] * 40 + ["A,B"] * 20
+    if X is None:
+        X = np.log1p(rng.poisson(2.0, size=(len(labels), len(genes))).astype(np.float32))
+    return ad.AnnData(
+        X=X,
+        obs=pd.DataFrame({"guide_ids": labels}, index=[f"c{i}" for i in range(len(labels))]),
+        var=pd.DataFrame(index=genes),
+    )

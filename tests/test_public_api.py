@@ -16,8 +16,8 @@ ALLOWED = {
     ("scsena.cli", "_SubParsersAction"),
     ("scsena.cli", "_StoreTrueAction"),
     ("scsena.cli", "_actions"),
-    ("tests.test_cli", "_actions"),
-    ("tests.test_cli", "_SubParsersAction"),
+    ("tests.cli.test_cli", "_actions"),
+    ("tests.cli.test_cli", "_SubParsersAction"),
 }
 
 

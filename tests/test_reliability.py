@@ -8,54 +8,31 @@ import warnings
 import anndata as ad
 import hypothesis.strategies as st
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 from hypothesis import HealthCheck, given, settings
 
 import scsena
-from conftest import TRAIN_KW
+from conftest import TRAIN_KW, toy_adata
 from scsena.data import encode_labels, normalise_labels, parse_perturbations
-
-GENES = None
-
-
-def _toy(n_genes=60, labels=None, X=None, seed=0):
-    """A small AnnData with real Ensembl IDs (so the GO mask overlaps)."""
-    global GENES
-    if GENES is None:
-        sets = scsena.gene_sets.go_bp(terms="sena")
-        big = sorted(sets, key=lambda t: -len(sets[t]))[:8]
-        GENES = sorted({g for t in big for g in sets[t]})
-    rng = np.random.default_rng(seed)
-    genes = GENES[:n_genes]
-    if labels is None:
-        labels = [""] * 40 + ["A"] * 40 + ["B"] * 40 + ["A,B"] * 20
-    if X is None:
-        X = np.log1p(rng.poisson(2.0, size=(len(labels), len(genes))).astype(np.float32))
-    return ad.AnnData(
-        X=X,
-        obs=pd.DataFrame({"guide_ids": labels}, index=[f"c{i}" for i in range(len(labels))]),
-        var=pd.DataFrame(index=genes),
-    )
 
 
 # ---------------------------------------------------------------- perturbation column
 def test_missing_perturbation_column():
     with pytest.raises(KeyError, match="Perturbation column 'condition' not found"):
-        scsena.SENAVAE.setup_anndata(_toy(), perturbation_key="condition")
+        scsena.SENAVAE.setup_anndata(toy_adata(), perturbation_key="condition")
 
 
 def test_non_string_labels():
-    a = _toy()
+    a = toy_adata()
     a.obs["guide_ids"] = np.arange(a.n_obs)
     with pytest.raises(TypeError, match="must be strings"):
         scsena.SENAVAE.setup_anndata(a)
 
 
 def test_missing_label_values():
-    a = _toy()
+    a = toy_adata()
     a.obs["guide_ids"] = a.obs["guide_ids"].astype(object)
     a.obs.iloc[3, 0] = None
     with pytest.raises(ValueError, match="missing value"):
@@ -63,32 +40,32 @@ def test_missing_label_values():
 
 
 def test_no_control_cells():
-    a = _toy(labels=["A"] * 50 + ["B"] * 50)
+    a = toy_adata(labels=["A"] * 50 + ["B"] * 50)
     with pytest.raises(ValueError, match="No control cells.*control_value"):
         scsena.SENAVAE.setup_anndata(a)
 
 
 def test_control_label_absent():
-    a = _toy(labels=["NT"] * 40 + ["A"] * 40 + ["B"] * 40)
+    a = toy_adata(labels=["NT"] * 40 + ["A"] * 40 + ["B"] * 40)
     with pytest.raises(ValueError, match="control_value=''.*'NT'"):
         scsena.SENAVAE.setup_anndata(a)
     scsena.SENAVAE.setup_anndata(a, control_value="NT")
 
 
 def test_empty_target_name():
-    a = _toy(labels=[""] * 40 + ["A"] * 40 + ["A,"] * 40)
+    a = toy_adata(labels=[""] * 40 + ["A"] * 40 + ["A,"] * 40)
     with pytest.raises(ValueError, match="empty target name"):
         scsena.SENAVAE.setup_anndata(a)
 
 
 def test_more_than_two_targets():
-    a = _toy(labels=[""] * 40 + ["A"] * 40 + ["A,B,C"] * 40)
+    a = toy_adata(labels=[""] * 40 + ["A"] * 40 + ["A,B,C"] * 40)
     with pytest.raises(ValueError, match="at most 2 targets"):
         scsena.SENAVAE.setup_anndata(a)
 
 
 def test_double_with_unseen_target_at_prediction():
-    a = _toy()
+    a = toy_adata()
     scsena.SENAVAE.setup_anndata(a)
     model = scsena.SENAVAE(a)
     with pytest.raises(ValueError, match=r"Unknown target\(s\) \['C'\].*seen singly"):
@@ -97,28 +74,28 @@ def test_double_with_unseen_target_at_prediction():
 
 # ------------------------------------------------------------------------- genes
 def test_symbols_versus_ensembl():
-    a = _toy()
+    a = toy_adata()
     a.var_names = [f"GENE{i}" for i in range(a.n_vars)]
     with pytest.raises(ValueError, match="(?i)symbol|ensembl"):
         scsena.SENAVAE.setup_anndata(a)
 
 
 def test_duplicated_var_names():
-    a = _toy()
+    a = toy_adata()
     a.var_names = [a.var_names[0]] * 2 + list(a.var_names[2:])
     with pytest.raises(ValueError, match="var_names_make_unique"):
         scsena.SENAVAE.setup_anndata(a)
 
 
 def test_all_zero_genes_warn():
-    a = _toy()
+    a = toy_adata()
     a.X[:, :3] = 0
     with pytest.warns(UserWarning, match="3 gene\\(s\\) are zero in every cell"):
         scsena.SENAVAE.setup_anndata(a)
 
 
 def test_nothing_left_after_min_genes():
-    a = _toy()
+    a = toy_adata()
     with pytest.raises(ValueError, match="min_genes"):
         scsena.SENAVAE.setup_anndata(a, gene_sets={"S1": list(a.var_names[:3])}, min_genes=5)
 
@@ -129,21 +106,21 @@ def test_nothing_left_after_min_genes():
     [(np.nan, "NaN or infinite"), (np.inf, "NaN or infinite"), (-1.0, "negative values")],
 )
 def test_bad_values(value, match):
-    a = _toy()
+    a = toy_adata()
     a.X[2, 5] = value
     with pytest.raises(ValueError, match=match):
         scsena.SENAVAE.setup_anndata(a)
 
 
 def test_raw_counts_warn_with_fix():
-    a = _toy(X=np.random.default_rng(0).poisson(30, size=(140, 60)).astype(np.float32))
+    a = toy_adata(X=np.random.default_rng(0).poisson(30, size=(140, 60)).astype(np.float32))
     with pytest.warns(UserWarning, match="raw counts.*normalize_total"):
         scsena.SENAVAE.setup_anndata(a)
 
 
 @pytest.mark.parametrize("fmt", ["dense", "csr", "csc"])
 def test_matrix_formats_give_identical_results(fmt):
-    base = _toy()
+    base = toy_adata()
     a = base.copy()
     a.X = {"dense": np.asarray, "csr": sp.csr_matrix, "csc": sp.csc_matrix}[fmt](base.X)
     with warnings.catch_warnings():
@@ -151,14 +128,14 @@ def test_matrix_formats_give_identical_results(fmt):
         scsena.SENAVAE.setup_anndata(a)
     model = scsena.SENAVAE(a, seed=3)
     act = model.get_pathway_activity(key_added=None)
-    ref = _toy()
+    ref = toy_adata()
     scsena.SENAVAE.setup_anndata(ref)
     expected = scsena.SENAVAE(ref, seed=3).get_pathway_activity(key_added=None)
     np.testing.assert_allclose(act, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_backed_anndata(tmp_path):
-    a = _toy()
+    a = toy_adata()
     a.X = sp.csr_matrix(a.X)
     a.write_h5ad(tmp_path / "toy.h5ad")
     backed = ad.read_h5ad(tmp_path / "toy.h5ad", backed="r")
@@ -171,21 +148,21 @@ def test_backed_anndata(tmp_path):
 
 # ------------------------------------------------------------------- transfer
 def test_load_onto_other_genes_is_clear(tmp_path):
-    a = _toy()
+    a = toy_adata()
     scsena.SENAVAE.setup_anndata(a)
     scsena.SENAVAE(a).save(tmp_path / "m")
-    other = _toy(n_genes=50)
+    other = toy_adata(n_genes=50)
     with pytest.raises(ValueError, match="genes differ from the model's"):
         scsena.SENAVAE.load(tmp_path / "m", adata=other)
 
 
 def test_load_onto_new_perturbation_categories(tmp_path):
-    a = _toy()
+    a = toy_adata()
     scsena.SENAVAE.setup_anndata(a)
     model = scsena.SENAVAE(a)
     model.save(tmp_path / "m")
     # new data: a new single target C, unknown to the model, is kept out of its folds
-    new = _toy(labels=[""] * 30 + ["A"] * 30 + ["C"] * 30 + ["A,C"] * 10)
+    new = toy_adata(labels=[""] * 30 + ["A"] * 30 + ["C"] * 30 + ["A,C"] * 10)
     loaded = scsena.SENAVAE.load(tmp_path / "m", adata=new)
     assert loaded.targets_ == ["A", "B"]
     assert set(new.obs["scsena_fold"][new.obs["guide_ids"].isin(["C", "A,C"])]) == {"excluded"}
@@ -195,7 +172,7 @@ def test_load_onto_new_perturbation_categories(tmp_path):
 
 # --------------------------------------------------------------- nothing lost
 def test_save_refuses_overwrite_and_is_atomic(tmp_path):
-    a = _toy()
+    a = toy_adata()
     scsena.SENAVAE.setup_anndata(a)
     model = scsena.SENAVAE(a)
     model.save(tmp_path / "m")
@@ -208,11 +185,11 @@ def test_save_refuses_overwrite_and_is_atomic(tmp_path):
 
 def test_load_missing_directory(tmp_path):
     with pytest.raises(FileNotFoundError, match="No saved model"):
-        scsena.SENAVAE.load(tmp_path / "nothing", adata=_toy())
+        scsena.SENAVAE.load(tmp_path / "nothing", adata=toy_adata())
 
 
 def test_activity_never_overwrites_user_keys():
-    a = _toy()
+    a = toy_adata()
     scsena.SENAVAE.setup_anndata(a)
     model = scsena.SENAVAE(a)
     a.obsm["X_scsena_activity"] = np.zeros((a.n_obs, 2))
@@ -226,14 +203,14 @@ def test_activity_never_overwrites_user_keys():
 
 
 def test_foreign_mask_key_refused():
-    a = _toy()
+    a = toy_adata()
     a.uns["scsena_mask"] = "something of mine"
     with pytest.raises(ValueError, match="not a scsena gene-set mask"):
         scsena.SENAVAE.setup_anndata(a)
 
 
 def test_resume_from_checkpoint_equals_uninterrupted(tmp_path):
-    a = _toy()
+    a = toy_adata()
     scsena.SENAVAE.setup_anndata(a)
     kw = dict(TRAIN_KW, batch_size=16, max_epochs=4)
     kw.pop("enable_checkpointing")
@@ -319,7 +296,7 @@ def test_setup_anndata_random_inputs(n_cells, n_genes, p_control, data):
             ]
         )
     )
-    a = _toy(n_genes=n_genes, labels=labels, X=X)
+    a = toy_adata(n_genes=n_genes, labels=labels, X=X)
     sets = {"S": list(a.var_names[: max(1, n_genes // 2)])}
     try:
         with warnings.catch_warnings():

@@ -9,13 +9,12 @@ import numpy as np
 import pytest
 
 import scsena
-from conftest import TRAIN_KW
+from conftest import TRAIN_KW, toy_adata
 from scsena.data import encode_labels, parse_perturbations
-from test_reliability import _toy
 
 
 def _model(labels=None, **setup):
-    a = _toy(labels=labels)
+    a = toy_adata(labels=labels)
     scsena.SENAVAE.setup_anndata(a, **setup)
     return scsena.SENAVAE(a, seed=0), a
 
@@ -42,7 +41,7 @@ def test_other_gene_order_refused_in_activity_and_prediction():
 
 # ---------------------------------------------------------------------- labels
 def test_labels_with_another_delimiter_refused():
-    a = _toy(labels=[""] * 40 + ["A"] * 40 + ["B"] * 40 + ["A+B"] * 20)
+    a = toy_adata(labels=[""] * 40 + ["A"] * 40 + ["B"] * 40 + ["A+B"] * 20)
     match = r"'A\+B' looks like targets joined by '\+'.*delimiter='\+'"
     with pytest.raises(ValueError, match=match):
         scsena.SENAVAE.setup_anndata(a)
@@ -67,13 +66,13 @@ def test_canonical_double_labels():
 
 
 def test_repeated_target_refused_at_setup():
-    a = _toy(labels=[""] * 40 + ["A"] * 40 + ["B"] * 40 + ["A,A"] * 20)
+    a = toy_adata(labels=[""] * 40 + ["A"] * 40 + ["B"] * 40 + ["A,A"] * 20)
     with pytest.raises(ValueError, match="'A,A' repeats target 'A'"):
         scsena.SENAVAE.setup_anndata(a)
 
 
 def test_case_only_target_difference_warns():
-    a = _toy(labels=[""] * 40 + ["OXT"] * 40 + ["oxt"] * 40 + ["B"] * 20)
+    a = toy_adata(labels=[""] * 40 + ["OXT"] * 40 + ["oxt"] * 40 + ["B"] * 20)
     with pytest.warns(UserWarning, match="'OXT' and 'oxt' differ only by letter case"):
         scsena.SENAVAE.setup_anndata(a)
 
@@ -95,20 +94,20 @@ def test_targets_smaller_than_a_batch_warned_and_flagged():
 def test_shallow_integer_counts_warn():
     X = np.random.default_rng(0).poisson(1.5, size=(140, 60)).astype(np.float32)
     assert X.max() <= 13
-    a = _toy(X=X)
+    a = toy_adata(X=X)
     with pytest.warns(UserWarning, match=r"raw counts \(integers up to \d+\)"):
         scsena.SENAVAE.setup_anndata(a)
 
 
 def test_missing_layer_names_layers_present():
-    a = _toy()
+    a = toy_adata()
     a.layers["lognorm"] = a.X.copy()
     with pytest.raises(KeyError, match=r"Layer 'nope' not found.*\['lognorm'\]"):
         scsena.SENAVAE.setup_anndata(a, layer="nope")
 
 
 def test_duplicate_obs_names_refused():
-    a = _toy()
+    a = toy_adata()
     a.obs_names = ["c0"] * 2 + list(a.obs_names[2:])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # anndata's own notice

@@ -253,7 +253,20 @@ def covariate_fields(
 
 
 def covariate_category_counts(registry: dict) -> list[int]:
-    """Categories of each registered covariate (the batch first) in a model registry."""
+    """Categories of each registered covariate (the batch first) in a model registry.
+
+    Parameters
+    ----------
+    registry
+        A model's registry (``model.registry_``), with the fields of
+        :func:`covariate_fields` when a batch or covariates were registered.
+
+    Returns
+    -------
+    The number of categories of the batch, then of each categorical covariate (empty
+    when none was registered): the ``n_cats_per_covariate`` of
+    :class:`~scsena.module.SENAModule`.
+    """
     fields = registry["field_registries"]
     counts = []
     batch = fields.get(REGISTRY_KEYS.BATCH_KEY)

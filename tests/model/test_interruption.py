@@ -17,8 +17,7 @@ import pytest
 import torch
 
 import scsena
-from conftest import TRAIN_KW
-from test_reliability import _toy
+from conftest import TRAIN_KW, toy_adata
 
 KW = {k: v for k, v in TRAIN_KW.items() if k != "enable_checkpointing"}
 KW.update(batch_size=16, max_epochs=6, select_best_epoch=True)
@@ -73,7 +72,7 @@ class _StopAfter(pl.Callback):
 
 
 def _setup(adata=None):
-    a = _toy() if adata is None else adata
+    a = toy_adata() if adata is None else adata
     scsena.SENAVAE.setup_anndata(a)
     return a
 
@@ -107,7 +106,7 @@ _KILLED_RUN = textwrap.dedent(
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     data, ck, cwd = tmp_path / "data.h5ad", tmp_path / "ck", tmp_path / "cwd"
     cwd.mkdir()
-    _toy().write_h5ad(data)
+    toy_adata().write_h5ad(data)
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
     proc = subprocess.run(
@@ -226,7 +225,7 @@ def test_resume_on_other_targets_refused(tmp_path):
     a = _setup()
     scsena.SENAVAE(a, seed=2).train(**dict(KW, max_epochs=1), checkpoint_dir=tmp_path / "ck")
     labels = [""] * 40 + ["A"] * 40 + ["C"] * 40 + ["A,C"] * 20  # same count, other names
-    b = _setup(_toy(labels=labels))
+    b = _setup(toy_adata(labels=labels))
     model = scsena.SENAVAE(b, seed=2)
     with pytest.raises(ValueError, match=r"other targets.*only in the checkpoint: \['B'\]"):
         model.train(**KW, ckpt_path=tmp_path / "ck" / "last.ckpt")

@@ -17,7 +17,7 @@ SAMPLE = DATA / "go_propagated_sample.tsv.gz"
 # The full Bioconductor table is not shipped; it is used when a checkout of the shared data
 # sits next to the repository.
 FULL_TABLE = (
-    Path(__file__).resolve().parents[1].parent
+    Path(__file__).resolve().parents[2].parent
     / "shared"
     / "data"
     / "go"

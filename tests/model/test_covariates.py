@@ -6,19 +6,13 @@ import pytest
 import torch
 
 import scsena
+from conftest import TRAIN_KW
 from scsena.train import draw_control_partners
 
 BATCH_SIM = dict(
     n_cells=1500, n_genes=300, n_targets=6, n_doubles=3, n_batches=2, batch_effect=0.6, seed=0
 )
-FAST = dict(
-    max_epochs=8,
-    batch_size=32,
-    enable_progress_bar=False,
-    enable_model_summary=False,
-    logger=False,
-    enable_checkpointing=False,
-)
+FAST = dict(TRAIN_KW, max_epochs=8)
 
 
 @pytest.fixture(scope="module")
