@@ -478,11 +478,6 @@ class SENAVAE(
 
     # --------------------------------------------------------------- helpers
     @property
-    def device(self) -> torch.device:
-        """Device of the module's parameters."""
-        return next(self.module.parameters()).device
-
-    @property
     def n_latent(self) -> int:
         """Number of latent factors."""
         return self.module.n_latent
