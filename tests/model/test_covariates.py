@@ -215,3 +215,11 @@ def test_cli_train_with_batch_key_then_evaluate(tmp_path):
     assert model.module.n_cats_per_covariate == (2,)
     assert cli.main(["evaluate", "--model-dir", str(save), "--out", str(tmp_path / "e")]) == 0
     assert any((tmp_path / "e").rglob("*.tsv"))
+
+
+def test_data_with_an_unseen_batch_is_refused_by_name(batch_model, _batched):
+    model, _ = batch_model
+    new = _batched.copy()
+    new.obs["batch"] = new.obs["batch"].cat.rename_categories({"batch1": "lane7"})
+    with pytest.raises(ValueError, match=r"holds \['lane7'\], which the model was not trained"):
+        model.predict_perturbation(model.targets_[0], n_cells=5, adata=new)

@@ -38,6 +38,7 @@ from ._validation import check_expression, warn_constant_genes
 _FIELDS = (
     "GeneSetMaskField",
     "PerturbationField",
+    "check_known_categories",
     "covariate_category_counts",
     "covariate_fields",
     "mask_from_state",

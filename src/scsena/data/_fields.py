@@ -276,3 +276,47 @@ def covariate_category_counts(registry: dict) -> list[int]:
     if covs:
         counts += [int(n) for n in covs["state_registry"][CategoricalJointObsField.N_CATS_PER_KEY]]
     return counts
+
+
+def check_known_categories(adata: AnnData, registry: dict) -> None:
+    """Refuse data with a batch or covariate category the model was not trained on.
+
+    The decoder has one input per category seen at training; a new category has none.
+
+    Parameters
+    ----------
+    adata
+        Data to use with the model (its ``obs`` holds the registered columns).
+    registry
+        The model's registry (``model.registry_``).
+
+    Raises
+    ------
+    ValueError
+        Naming the column, the unknown categories and the known ones.
+    """
+    fields = registry["field_registries"]
+    known: dict[str, list] = {}
+    batch = fields.get(REGISTRY_KEYS.BATCH_KEY)
+    if batch:
+        state = batch["state_registry"]
+        known[state[CategoricalObsField.ORIGINAL_ATTR_KEY]] = list(
+            state[CategoricalObsField.CATEGORICAL_MAPPING_KEY]
+        )
+    covs = fields.get(REGISTRY_KEYS.CAT_COVS_KEY)
+    if covs:
+        state = covs["state_registry"]
+        for key in state[CategoricalJointObsField.FIELD_KEYS_KEY]:
+            known[key] = list(state[CategoricalJointObsField.MAPPINGS_KEY][key])
+    for key, categories in known.items():
+        if key not in adata.obs.columns:
+            continue  # scvi-tools names the missing column
+        new = sorted(set(map(str, adata.obs[key].unique())) - set(map(str, categories)))
+        if new:
+            names = [str(c) for c in categories]
+            raise ValueError(
+                f"adata.obs[{key!r}] holds {new[:10]}, which the model was not trained on; "
+                f"its decoder knows {names[:20]}. Keep those cells "
+                f"(`adata[adata.obs[{key!r}].isin({names[:20]!r})].copy()`), or train a model "
+                "that includes them."
+            )

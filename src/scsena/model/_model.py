@@ -25,6 +25,7 @@ from scsena.data import (
     GeneSetMaskField,
     PerturbationField,
     check_expression,
+    check_known_categories,
     covariate_category_counts,
     covariate_fields,
     mask_from_state,
@@ -494,11 +495,12 @@ class SENAVAE(
         return pd.Index(self._model_var_names())
 
     def _validate_anndata(self, adata: ad.AnnData | None = None, copy_if_view: bool = True):
-        """scvi-tools' check, plus: the data's genes are the model's, in its order."""
+        """scvi-tools' check, plus: the model's genes in its order, and known batches."""
+        if adata is not None:
+            check_known_categories(adata, self.registry_)
         adata = super()._validate_anndata(adata, copy_if_view=copy_if_view)
         _check_gene_order(adata.var_names, self._model_var_names())
         return adata
-
 
     @property
     def test_fraction(self) -> float:
