@@ -1,4 +1,7 @@
-"""Write the tables and output blocks of docs/benchmarks.md from benchmarks/results/*.json.
+"""Write the tables and output blocks of the docs from benchmarks/results/*.json.
+
+docs/benchmarks.md (speed and memory) and the batch section of docs/results.md are
+rewritten.
 
 Each generated part of the page sits between two comment lines (blank lines around
 the part)::
@@ -13,6 +16,7 @@ and is rewritten from the recorded runs (``--json`` of each benchmark, saved as
 ``benchmarks/results/NAME.json``); the text around them is written by hand.
 
 Run: python benchmarks/render.py [--check] [--page docs/benchmarks.md]
+(without ``--page``: every page that has generated parts)
 (``--check``: change nothing, exit 1 when the page differs from the results.)
 """
 
@@ -28,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, read_results  # noqa: E402
 
-PAGE = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 BEGIN = "<!-- generated: {name} (python benchmarks/render.py) -->"
 END = "<!-- end generated: {name} -->"
 _SECTION = re.compile(
@@ -233,7 +237,26 @@ def preset_steps_excerpt(results: dict[str, dict]) -> str:
     return output_block([header] + [line for line in lines if rows.match(line)])
 
 
-#: Generated parts of the page, by marker name.
+def batch_covariates(results: dict[str, dict]) -> str:
+    """Per-batch L2 error on unseen doubles without and with ``batch_key``; paired by seed."""
+    res = results["batch_covariates"]["results"]
+    l2, paired = res["l2_mean"], res["batch_key_minus_none"]
+    methods = ["control baseline", "additive baseline", "scsena, no batch_key"]
+    methods.append("scsena, batch_key")
+    effects = sorted({key.split("|")[0] for key in l2}, key=float)
+    rows = []
+    for effect in effects:
+        cells = [l2[f"{effect}|{m}"] for m in methods]
+        seeds = sorted((k for k in paired if k.startswith(f"{effect}|")), key=lambda k: int(k[-1]))
+        diffs = ", ".join(f"{paired[k]:+.3f}" for k in seeds)
+        rows.append([effect, *(f"{c['mean']:.3f} ± {c['std']:.3f}" for c in cells), diffs])
+    header = ["batch effect (sd of log-scale gene shifts)", "control", "additive"]
+    header += ["scsena, no `batch_key`", "scsena, `batch_key`", "`batch_key` minus none, per seed"]
+    return table(header, rows)
+
+
+#: Generated parts of each page, by marker name.
+PAGES: dict[str, dict[str, Callable[[dict[str, dict]], str]]] = {}
 SECTIONS: dict[str, Callable[[dict[str, dict]], str]] = {
     "summary": summary,
     "train-throughput-output": printed("train_throughput"),
@@ -248,21 +271,24 @@ SECTIONS: dict[str, Callable[[dict[str, dict]], str]] = {
     "scale-backed": scale_backed,
     "cli-startup-output": printed("cli_startup"),
 }
+PAGES["benchmarks.md"] = SECTIONS
+PAGES["results.md"] = {"batch-covariates": batch_covariates}
 
 
-def render(page: str, results: dict[str, dict]) -> str:
-    """``page`` with every generated part rewritten from ``results``."""
+def render(page: str, results: dict[str, dict], sections: dict | None = None) -> str:
+    """``page`` with every generated part (of ``sections``) rewritten from ``results``."""
+    sections = SECTIONS if sections is None else sections
     found = set()
 
     def replace(match: re.Match) -> str:
         name = match["name"]
-        if name not in SECTIONS:
-            raise ValueError(f"unknown generated part {name!r}; known: {sorted(SECTIONS)}")
+        if name not in sections:
+            raise ValueError(f"unknown generated part {name!r}; known: {sorted(sections)}")
         found.add(name)
-        return f"{match[1]}\n{SECTIONS[name](results)}\n\n{match[4]}"
+        return f"{match[1]}\n{sections[name](results)}\n\n{match[4]}"
 
     out = _SECTION.sub(replace, page)
-    missing = sorted(set(SECTIONS) - found)
+    missing = sorted(set(sections) - found)
     if missing:
         raise ValueError(f"the page has no markers for {missing}: add {BEGIN} / {END} lines")
     return out
@@ -271,21 +297,25 @@ def render(page: str, results: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Rewrite the page (or, with ``--check``, report whether it is up to date)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--page", type=Path, default=PAGE, help="the page to rewrite")
+    parser.add_argument("--page", type=Path, default=None, help="the page to rewrite")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="recorded runs")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the page is stale")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a page is stale")
     args = parser.parse_args(argv)
-    page = args.page.read_text()
-    new = render(page, read_results(args.results))
-    if args.check:
-        if new != page:
-            print(f"{args.page} differs from {args.results}: run python benchmarks/render.py")
-            return 1
-        return 0
-    if new != page:
-        args.page.write_text(new)
-        print(f"[wrote] {args.page}")
-    return 0
+    pages = [args.page] if args.page is not None else [DOCS / name for name in PAGES]
+    results = read_results(args.results)
+    stale = 0
+    for path in pages:
+        text = path.read_text()
+        new = render(text, results, PAGES.get(path.name, SECTIONS))
+        if new == text:
+            continue
+        if args.check:
+            print(f"{path} differs from {args.results}: run python benchmarks/render.py")
+            stale = 1
+        else:
+            path.write_text(new)
+            print(f"[wrote] {path}")
+    return stale
 
 
 if __name__ == "__main__":
