@@ -19,6 +19,7 @@ from scsena.datasets import (
     CPA_BINARIES_URL,
     SIMULATION_UNS_KEY,
     WESSEL_HELDOUT,
+    default_cache_dir,
     norman2019,
     simulate_perturbseq,
     wessel2023_hek293,
@@ -505,6 +506,19 @@ def test_norman_uses_cache_dir_from_environment(tmp_path, monkeypatch):
     _cpa_file(tmp_path / "Norman2019_raw.h5ad", np.random.default_rng(0))
     adata = norman2019()
     assert adata.n_obs == 10 and "guide_ids" in adata.obs
+
+
+def test_default_cache_dir_from_environment_or_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("SCSENA_CACHE_DIR", raising=False)
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "scsena"
+    monkeypatch.setenv("SCSENA_CACHE_DIR", "")  # empty: as if unset
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "scsena"
+    monkeypatch.setenv("SCSENA_CACHE_DIR", str(tmp_path / "cache"))
+    assert default_cache_dir() == tmp_path / "cache"
+    monkeypatch.setenv("SCSENA_CACHE_DIR", "~/data")  # "~" is expanded
+    assert default_cache_dir() == tmp_path / "home" / "data"
+    assert not (tmp_path / "home").exists()  # naming the directory creates nothing
 
 
 def test_norman_download_extracts_only_the_member(tmp_path, monkeypatch):
