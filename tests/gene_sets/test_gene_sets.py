@@ -479,6 +479,42 @@ def test_map_gene_ids_aliases_and_report(caplog):
     assert set(table.loc[table["alias"] == "SEPT2", "symbol"]) == {"SEPTIN2", "SEPTIN6"}
 
 
+def test_gene_id_mapping_attributes_and_report():
+    genes = ["TP53", "MARCH8", "SEPT2", "NOT_A_GENE"]  # direct, alias, ambiguous, unknown
+    res = gs.map_gene_ids(genes, to="ensembl")
+    assert isinstance(res, gs.GeneIdMapping)
+    march8 = gs.map_gene_ids(["MARCHF8"]).mapping["MARCHF8"]
+    assert (res.n_mapped, res.n_total, res.fraction_mapped, res.to) == (2, 4, 0.5, "ensembl")
+    assert res.unmapped == ["SEPT2", "NOT_A_GENE"]  # the ambiguous alias is not mapped
+    assert res.status.tolist() == ["direct", "alias", "ambiguous", "unmapped"]
+    assert res.counts() == {"direct": 1, "alias": 1, "ambiguous": 1, "unmapped": 1}
+    assert res.aliased == {"MARCH8": march8}
+    assert res.ambiguous == res.candidates == {"SEPT2": ["SEPTIN2", "SEPTIN6"]}
+    assert res.to_dict() == {"TP53": TP53_ENSEMBL, "MARCH8": march8}
+    report = res.report()
+    assert list(report.columns) == ["status", "mapped", "candidates"]
+    assert report.index.tolist() == genes and report.index.name == "input"
+    assert report["status"].tolist() == res.status.tolist()
+    assert report["mapped"].tolist()[:2] == [TP53_ENSEMBL, march8]
+    assert report["mapped"].isna().tolist() == [False, False, True, True]
+    assert report["candidates"].tolist() == ["", "", "SEPTIN2, SEPTIN6", ""]
+    assert res.summary() == (
+        f"mapped 2 of 4 genes (50.0%) to ensembl: 1 directly, 1 through an alias "
+        f"(MARCH8 -> {march8}); 1 ambiguous, not mapped (SEPT2: SEPTIN2 or SEPTIN6); 1 unknown"
+    )
+    assert repr(res) == f"GeneIdMapping({res.summary()})"
+
+
+def test_gene_id_mapping_without_status_derives_it_from_the_mapping():
+    mapping = pd.Series(["ENSG1", np.nan], index=["a", "b"], dtype=object)
+    res = gs.GeneIdMapping(mapping=mapping, n_mapped=1, n_total=2, unmapped=["b"])
+    assert res.status.tolist() == ["direct", "unmapped"] and res.to == "ensembl"
+    assert res.counts() == {"direct": 1, "alias": 0, "ambiguous": 0, "unmapped": 1}
+    assert res.report()["candidates"].tolist() == ["", ""] and res.ambiguous == {}
+    empty = gs.GeneIdMapping(mapping=pd.Series([], dtype=object), n_mapped=0, n_total=0)
+    assert empty.fraction_mapped == 0.0 and empty.report().empty
+
+
 def test_mask_on_symbol_var_names_uses_aliases():
     var = ["MARCH8", "DARS", "SEPT2", "SEPTIN6", "TP53", "NOT_A_GENE"]
     sets = gs.go_bp(id_type="symbol")
