@@ -45,8 +45,9 @@ class _Backed:
 
 
 @pytest.mark.parametrize(
-    "matrix", [X, sp.csr_matrix(X), sp.csc_matrix(X), sp.coo_array(X).tocsr()],
-    ids=["dense", "csr", "csc", "csr_array"],
+    "matrix",
+    [X, sp.csr_matrix(X), sp.csc_matrix(X), sp.csr_array(X), sp.lil_matrix(X)],
+    ids=["dense", "csr", "csc", "csr_array", "lil"],
 )
 def test_dense_rows_reads_rows_in_the_order_asked(matrix):
     out = dense_rows(matrix, ROWS)
