@@ -32,12 +32,37 @@ def test_setup_mudata_from_guide_modality(sim_adata):
     )
     rna = mdata.mod["rna"]
     canon = rna.obs["guide_ids"].map(lambda g: ",".join(sorted(g.split(","))) if g else "")
-    assert (rna.obs["scsena_perturbation"] == canon).all()
+    # registered with scvi-tools' MuData fields: the manager holds the MuData, each field
+    # reads the RNA modality; the guide-derived labels sit in a private column
     model = scsena.SENAVAE(mdata)
-    assert model.adata is rna
+    assert model.adata is mdata and model.data_splitter().adata is rna
+    assert {f.mod_key for f in model.adata_manager.fields} == {"rna"}
+    labels = model.adata_manager.get_from_registry("perturbation")
+    assert np.array_equal(np.asarray(labels).ravel(), canon.to_numpy())
+    assert "scsena_rna_mod" not in mdata.uns
     model.train(**dict(TRAIN_KW, max_epochs=1))
     pair = ",".join(model.targets_[:2])
     assert model.predict_perturbation(pair, n_cells=4).n_obs == 4
+    assert "scsena_fold" in rna.obs  # results go to the RNA modality
+
+
+def test_mudata_model_save_load_identical_predictions(sim_adata, tmp_path):
+    mdata = md.MuData({"rna": sim_adata, "guides": _guides(sim_adata)})
+    scsena.SENAVAE.setup_mudata(
+        mdata, rna_mod="rna", perturbation_mod_or_key="guides", guide_target_key="target",
+        batch_key=None,
+    )
+    model = scsena.SENAVAE(mdata)
+    model.train(**dict(TRAIN_KW, max_epochs=1))
+    pair = ",".join(model.targets_[:2])
+    before = model.predict_perturbation(pair, n_cells=20, seed=3).X
+    model.save(tmp_path / "m", save_anndata=True)
+    assert (tmp_path / "m" / "mdata.h5mu").exists()
+    loaded = scsena.SENAVAE.load(tmp_path / "m")
+    assert loaded.adata.mod.keys() == mdata.mod.keys()
+    np.testing.assert_array_equal(loaded.predict_perturbation(pair, n_cells=20, seed=3).X, before)
+    again = scsena.SENAVAE.load(tmp_path / "m", adata=mdata)
+    np.testing.assert_array_equal(again.predict_perturbation(pair, n_cells=20, seed=3).X, before)
 
 
 def test_setup_mudata_from_label_column(sim_adata):
@@ -46,7 +71,12 @@ def test_setup_mudata_from_label_column(sim_adata):
     model = scsena.SENAVAE(mdata)
     labels = sim_adata.obs["guide_ids"].astype(str)
     assert model.targets_ == sorted({g for g in labels if g and "," not in g})
-    assert model.adata is mdata["rna"]
+    assert model.adata is mdata and model.data_splitter().adata is mdata["rna"]
+    # a label column of mdata.obs needs the RNA cells to be the MuData's
+    two = md.MuData({"rna": sim_adata[:100].copy()})
+    two.obs["condition"] = two["rna"].obs["guide_ids"].to_numpy()
+    scsena.SENAVAE.setup_mudata(two, perturbation_mod_or_key="condition", min_genes=2)
+    assert scsena.SENAVAE(two).targets_
 
 
 def test_setup_mudata_errors(sim_adata):

@@ -21,12 +21,14 @@ from scsena.data import (
     ParsedPerturbations,
     PerturbationField,
     canonical_label,
+    check_aligned_cells,
     check_expression,
     check_known_categories,
     covariate_category_counts,
     covariate_fields,
     labels_from_guides,
     mask_from_state,
+    mudata_fields,
     parse_perturbations,
     rna_modality,
     split_label,
@@ -200,17 +202,43 @@ def test_labels_from_guides_refuses_missing_cells_and_an_unknown_target_key():
         labels_from_guides(guides, pd.Index(["c0"]), target_key="gene")
 
 
-def test_rna_modality_returns_anndata_as_is_and_the_registered_rna_modality():
+def test_rna_modality_returns_anndata_as_is_and_the_named_rna_modality():
     adata = toy_adata(labels=["", "A", "B", "A,B"] * 4)
     assert rna_modality(adata) is adata
     other = ad.AnnData(np.zeros((adata.n_obs, 2), dtype=np.float32), obs=adata.obs[[]].copy())
     mdata = md.MuData({"rna": adata, "other": other})
-    msg = "Register the MuData with `SENAVAE.setup_mudata(mdata, ...)` first."
-    with pytest.raises(ValueError, match=re.escape(msg)):
-        rna_modality(mdata)
+    for name in (None, "gex"):
+        with pytest.raises(ValueError, match=r"Name the RNA modality of this MuData \(modalities"):
+            rna_modality(mdata, name)
+    assert rna_modality(mdata, "rna") is mdata.mod["rna"]
+    # a model registered on the MuData reads its RNA modality, named in its setup arguments
     scsena.SENAVAE.setup_mudata(mdata, rna_mod="rna", perturbation_mod_or_key="guide_ids")
-    assert mdata.uns["scsena_rna_mod"] == "rna"
-    assert rna_modality(mdata) is mdata.mod["rna"]
+    model = scsena.SENAVAE(mdata)
+    assert "scsena_rna_mod" not in mdata.uns
+    assert model.registry_["setup_args"]["rna_mod"] == "rna"
+    assert model.data_splitter().adata is mdata.mod["rna"]
+
+
+def test_check_aligned_cells_names_the_fix():
+    adata = toy_adata(labels=["", "A", "B", "A,B"] * 4)
+    other = ad.AnnData(np.zeros((3, 2), dtype=np.float32), obs=adata.obs[[]].iloc[:3].copy())
+    other.obs_names = ["x1", "x2", "x3"]
+    aligned = md.MuData({"rna": adata})
+    check_aligned_cells(aligned, "rna")
+    mixed = md.MuData({"rna": adata, "other": other})
+    with pytest.raises(ValueError, match=r"mu\.pp\.intersect_obs\(mdata\)"):
+        check_aligned_cells(mixed, "rna")
+
+
+def test_mudata_fields_read_their_modality():
+    adata = toy_adata(labels=["", "A", "B", "A,B"] * 4)
+    adata.obs["lane"] = ["L1", "L2"] * 8
+    mdata = md.MuData({"rna": adata})
+    fields = mudata_fields(mdata, "rna", "guide_ids", batch_key="lane")
+    assert [f.registry_key for f in fields] == ["X", "perturbation", "gene_set_mask", "batch"]
+    assert {f.mod_key for f in fields} == {"rna"}
+    with pytest.raises(KeyError, match="neither a modality nor a column"):
+        mudata_fields(mdata, "rna", "sgRNA")
 
 
 # ------------------------------------------------------------------ fields

@@ -371,14 +371,21 @@ def test_mudata_input(small):
     md = pytest.importorskip("mudata")
     model, adata = small
     with md.set_options(pull_on_update=False):  # mudata 0.4 behaviour, no FutureWarning
-        mdata = md.MuData({"rna": adata})
-        bare = md.MuData({"rna": adata})
-    mdata.uns["scsena_rna_mod"] = "rna"
-    ax = pl.pathway_activity(model, mdata, n_terms=4)
+        mdata = md.MuData({"rna": adata.copy()})
+    scsena.SENAVAE.setup_mudata(mdata, rna_mod="rna", perturbation_mod_or_key="guide_ids")
+    mu_model = scsena.SENAVAE(mdata)
+    mu_model.module.load_state_dict(model.module.state_dict())
+    ax = pl.pathway_activity(mu_model, n_terms=4)
     assert ax.images[0].get_array().shape == (adata.obs["guide_ids"].nunique(), 4)
     assert ax.get_ylabel() == "perturbation" and ax.get_xlabel() == "biological process"
-    with pytest.raises(ValueError, match="setup_mudata"):
-        pl.pathway_activity(model, bare)
+    _, pooled = pl.predicted_vs_real(
+        mu_model, perturbations=mu_model.targets_[0], n_cells=10, basis="pca", return_data=True
+    )
+    assert set(pooled.obs["source"]) == {"real", "predicted"}
+    assert list(pooled.var_names) == list(adata.var_names)
+    # a model set up on an AnnData is given AnnData; a MuData is refused with the way out
+    with pytest.raises(ValueError, match="Name the RNA modality of this MuData"):
+        pl.pathway_activity(model, mdata)
 
 
 def test_differential_activity_dot_plot(small, tmp_path):

@@ -16,7 +16,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._mudata import GUIDE_LABEL_KEY, NON_TARGETING, labels_from_guides, rna_modality
+from ._mudata import (
+    GUIDE_LABEL_KEY,
+    NON_TARGETING,
+    check_aligned_cells,
+    labels_from_guides,
+    rna_modality,
+)
 from ._perturbations import (
     CANONICAL_CONTROL,
     CANONICAL_DELIMITER,
@@ -41,6 +47,7 @@ _FIELDS = (
     "check_known_categories",
     "covariate_category_counts",
     "covariate_fields",
+    "mudata_fields",
     "mask_from_state",
     "targets_from_state",
 )
@@ -57,6 +64,7 @@ __all__ = [
     "NON_TARGETING",
     "ParsedPerturbations",
     "canonical_label",
+    "check_aligned_cells",
     "check_expression",
     "encode_labels",
     "labels_from_guides",

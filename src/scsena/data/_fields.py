@@ -12,12 +12,21 @@ from __future__ import annotations
 import numpy as np
 import rich.table
 from anndata import AnnData
-from scvi.data.fields import BaseAnnDataField, CategoricalJointObsField, CategoricalObsField
+from scvi.data.fields import (
+    BaseAnnDataField,
+    CategoricalJointObsField,
+    CategoricalObsField,
+    MuDataCategoricalJointObsField,
+    MuDataCategoricalObsField,
+    MuDataLayerField,
+    MuDataWrapper,
+)
 from scvi.data.fields._uns_field import BaseUnsField
 
 from scsena._constants import REGISTRY_KEYS
 from scsena.gene_sets import GeneSetMask
 
+from ._mudata import GUIDE_LABEL_KEY, check_aligned_cells, labels_from_guides
 from ._perturbations import (
     KIND_CONTROL,
     KIND_DOUBLE,
@@ -320,3 +329,96 @@ def check_known_categories(adata: AnnData, registry: dict) -> None:
                 f"(`adata[adata.obs[{key!r}].isin({names[:20]!r})].copy()`), or train a model "
                 "that includes them."
             )
+
+
+def _guide_labels(guide_mod: str, target_key: str | None):
+    """Registration step: the RNA cells' labels from the guide modality, into its ``obs``."""
+
+    def preregister(field, mdata) -> None:
+        rna = field.get_modality(mdata)
+        rna.obs[GUIDE_LABEL_KEY] = labels_from_guides(
+            mdata.mod[guide_mod], rna.obs_names, target_key=target_key
+        ).to_numpy()
+
+    return preregister
+
+
+def mudata_fields(
+    mdata,
+    rna_mod: str,
+    perturbation_mod_or_key: str,
+    control_value: str = "",
+    delimiter: str = ",",
+    guide_target_key: str | None = None,
+    layer: str | None = None,
+    mask_key: str = "scsena_mask",
+    batch_key: str | None = None,
+    categorical_covariate_keys: list[str] | None = None,
+) -> list[BaseAnnDataField]:
+    """scvi-tools MuData fields of a screen: RNA expression, perturbations, mask, covariates.
+
+    Expression, mask, batch and covariates are read from the RNA modality. The
+    perturbations come from a label column of the RNA modality or of ``mdata.obs``
+    (whose cells must then be the RNA modality's), or from a guide modality: at
+    registration every RNA cell gets the sorted targets of its guides (see
+    :func:`labels_from_guides`), kept in the private column ``_scsena_guide_labels``.
+
+    Parameters
+    ----------
+    mdata
+        The MuData being set up.
+    rna_mod
+        Name of the RNA modality.
+    perturbation_mod_or_key
+        A guide modality, or a label column.
+    control_value, delimiter
+        Label conventions of a label column (a guide modality gives ``""`` and ``","``).
+    guide_target_key
+        Column of the guide modality's ``var`` with each guide's target.
+    layer
+        Layer of the RNA modality with log-normalised expression (``None``: ``X``).
+    mask_key
+        Key of the RNA modality's ``uns`` holding the gene-set mask.
+    batch_key, categorical_covariate_keys
+        Columns of the RNA modality's ``obs`` (see :func:`covariate_fields`).
+    """
+    rna = mdata.mod[rna_mod]
+    key = perturbation_mod_or_key
+    if key in mdata.mod and key != rna_mod:
+        wrapper = MuDataWrapper(PerturbationField, _guide_labels(key, guide_target_key))
+        perturbations = wrapper(GUIDE_LABEL_KEY, "", ",", mod_key=rna_mod, mod_required=True)
+    elif key in rna.obs:
+        wrapper = MuDataWrapper(PerturbationField)
+        perturbations = wrapper(key, control_value, delimiter, mod_key=rna_mod, mod_required=True)
+    elif key in mdata.obs:
+        check_aligned_cells(mdata, rna_mod)
+        perturbations = MuDataWrapper(PerturbationField)(key, control_value, delimiter)
+    else:
+        raise KeyError(
+            f"{key!r} is neither a modality nor a column of mdata.obs or "
+            f"mdata[{rna_mod!r}].obs. Modalities: {list(mdata.mod)}."
+        )
+    fields = [
+        MuDataLayerField(
+            REGISTRY_KEYS.X_KEY, layer, mod_key=rna_mod, is_count_data=False, mod_required=True
+        ),
+        perturbations,
+        MuDataWrapper(GeneSetMaskField)(mask_key, mod_key=rna_mod, mod_required=True),
+    ]
+    for field in covariate_fields(rna, batch_key, categorical_covariate_keys):
+        if isinstance(field, CategoricalObsField):
+            fields.append(
+                MuDataCategoricalObsField(
+                    REGISTRY_KEYS.BATCH_KEY, batch_key, mod_key=rna_mod, mod_required=True
+                )
+            )
+        else:
+            fields.append(
+                MuDataCategoricalJointObsField(
+                    REGISTRY_KEYS.CAT_COVS_KEY,
+                    list(categorical_covariate_keys),
+                    mod_key=rna_mod,
+                    mod_required=True,
+                )
+            )
+    return fields

@@ -11,8 +11,9 @@ import scipy.sparse as sp
 #: Guide targets that mark non-targeting guides (case-insensitive).
 NON_TARGETING = ("non-targeting", "nontargeting", "nt", "control", "ctrl", "safe-targeting")
 
-#: Column added to the RNA modality when labels come from a guide modality.
-GUIDE_LABEL_KEY = "scsena_perturbation"
+#: Column of the RNA modality that registration fills when labels come from a guide
+#: modality (private, as scvi-tools' own ``_scvi_*`` columns).
+GUIDE_LABEL_KEY = "_scsena_guide_labels"
 
 
 def labels_from_guides(
@@ -75,12 +76,44 @@ def labels_from_guides(
     return pd.Series(labels, index=obs_names, name=GUIDE_LABEL_KEY)
 
 
-def rna_modality(data):
-    """The RNA modality of a MuData registered with ``setup_mudata``; AnnData as is."""
+def rna_modality(data, rna_mod: str | None = None):
+    """The RNA modality of a MuData; an AnnData as is.
+
+    Parameters
+    ----------
+    data
+        AnnData, or MuData registered with ``SENAVAE.setup_mudata``.
+    rna_mod
+        Name of the RNA modality (a model knows it: ``model.registry_["setup_args"]``).
+
+    Raises
+    ------
+    ValueError
+        For a MuData without ``rna_mod``, or a modality it does not have.
+    """
     mod = getattr(data, "mod", None)
     if mod is None:
         return data
-    name = data.uns.get("scsena_rna_mod")
-    if name is None:
-        raise ValueError("Register the MuData with `SENAVAE.setup_mudata(mdata, ...)` first.")
-    return mod[name]
+    if rna_mod is None or rna_mod not in mod:
+        raise ValueError(
+            f"Name the RNA modality of this MuData (modalities: {list(mod)}), or go "
+            "through the model: `model.data_splitter(mdata).adata` is the RNA modality it reads."
+        )
+    return mod[rna_mod]
+
+
+def check_aligned_cells(mdata, rna_mod: str) -> None:
+    """The RNA modality's cells are the MuData's, in the same order.
+
+    Raises
+    ------
+    ValueError
+        Naming the fix (``mu.pp.intersect_obs(mdata)``).
+    """
+    rna = mdata.mod[rna_mod]
+    if not rna.obs_names.equals(mdata.obs_names):
+        raise ValueError(
+            f"The cells of mdata[{rna_mod!r}] are not the MuData's cells ({rna.n_obs} vs "
+            f"{mdata.n_obs}); keep the cells present in every modality first: "
+            "`mu.pp.intersect_obs(mdata)`."
+        )

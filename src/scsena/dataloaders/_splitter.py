@@ -12,7 +12,7 @@ import torch
 from scvi.data import AnnDataManager
 
 from scsena._constants import ADATA_KEYS, FOLD_CONTROL, FOLD_TEST, FOLD_TRAIN, REGISTRY_KEYS
-from scsena.data import ParsedPerturbations, parse_perturbations
+from scsena.data import ParsedPerturbations, parse_perturbations, rna_modality
 from scsena.train import (
     PairedPerturbationDataset,
     PerturbationDataModule,
@@ -64,7 +64,10 @@ class PerturbationDataSplitter:
         dtype: torch.dtype = torch.float32,
     ):
         self.adata_manager = adata_manager
-        self.adata = adata_manager.adata
+        #: the AnnData read (the RNA modality of a MuData registered with setup_mudata)
+        self.adata = rna_modality(
+            adata_manager.adata, adata_manager.registry["setup_args"].get("rna_mod")
+        )
         self.targets = list(targets)
         self.control_value = control_value
         self.delimiter = delimiter

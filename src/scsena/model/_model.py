@@ -29,6 +29,7 @@ from scsena.data import (
     covariate_category_counts,
     covariate_fields,
     mask_from_state,
+    mudata_fields,
     rna_modality,
     targets_from_state,
     warn_constant_genes,
@@ -225,7 +226,6 @@ class SENAVAE(
         seed: int = 0,
         registry: dict | None = None,
     ):
-        adata = rna_modality(adata)
         super().__init__(adata, registry=registry)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
@@ -256,7 +256,8 @@ class SENAVAE(
         self.module = self._build_module(mask, network, seed)
         self.heldout_: list[str] = []
         if adata is not None:
-            self.heldout_ = self._write_folds(adata, heldout, test_fraction, seed)
+            rna = rna_modality(adata, self.registry_["setup_args"].get("rna_mod"))
+            self.heldout_ = self._write_folds(rna, heldout, test_fraction, seed)
         # one short line per topic: printed in a notebook, a single long line wraps anywhere
         self._model_summary_string = "\n".join(
             [
@@ -305,9 +306,10 @@ class SENAVAE(
         resolved = resolve_heldout(heldout, self.targets_, seed, dataset_heldout or None)
         splitter = self._splitter(self.adata_manager)
         folds = assign_folds(splitter.perturbations, resolved, test_fraction, seed)
+        # a subset of the data keeps scsena's column with unused categories dropped
         if ADATA_KEYS.FOLD in adata.obs and not (
             isinstance(adata.obs[ADATA_KEYS.FOLD].dtype, pd.CategoricalDtype)
-            and list(adata.obs[ADATA_KEYS.FOLD].cat.categories) == list(folds.categories)
+            and set(adata.obs[ADATA_KEYS.FOLD].cat.categories) <= set(folds.categories)
         ):
             raise ValueError(
                 f"adata.obs[{ADATA_KEYS.FOLD!r}] exists and was not written by scsena; "
@@ -415,14 +417,20 @@ class SENAVAE(
         min_genes: int = 5,
         mask_key: str = ADATA_KEYS.MASK,
         keep_terms: Sequence[str] | None = None,
+        batch_key: str | None = None,
+        categorical_covariate_keys: list[str] | None = None,
         **kwargs,
     ) -> None:
         """Register a :class:`~mudata.MuData`: an RNA modality and the perturbations.
 
         The perturbations come from a column (of the RNA modality's ``obs`` or of
         ``mdata.obs``) or from a guide modality (cells x guides counts; every guide
-        with a count is assigned, non-targeting guides mark controls). The model is
-        then built with ``SENAVAE(mdata)`` and works on the RNA modality.
+        with a count is assigned, non-targeting guides mark controls). As scvi-tools'
+        MuData models, the fields are registered on the MuData (each reads its
+        modality); the model is then built with ``SENAVAE(mdata)``, reads the RNA
+        modality and writes its results (folds, activities) there. Labels derived from
+        a guide modality are kept in the RNA modality's private column
+        ``obs["_scsena_guide_labels"]``.
 
         Parameters
         ----------
@@ -439,43 +447,40 @@ class SENAVAE(
         guide_target_key
             Column of the guide modality's ``var`` with each guide's target
             (``None``: guide names are target names).
-        gene_sets, min_genes, mask_key, keep_terms, **kwargs
-            As in :meth:`setup_anndata`.
+        gene_sets, min_genes, mask_key, keep_terms, batch_key, categorical_covariate_keys, **kwargs
+            As in :meth:`setup_anndata` (columns and ``uns`` of the RNA modality).
         """
-        from scsena.data import GUIDE_LABEL_KEY, labels_from_guides
-
+        setup_method_args = cls._get_setup_method_args(**locals())
         if rna_mod not in mdata.mod:
             raise KeyError(
                 f"No modality {rna_mod!r} in the MuData; modalities: {list(mdata.mod)}. "
                 "Pass the RNA modality as `rna_mod`."
             )
         rna = mdata.mod[rna_mod]
-        key = perturbation_mod_or_key
-        if key in mdata.mod and key != rna_mod:
-            rna.obs[GUIDE_LABEL_KEY] = labels_from_guides(
-                mdata.mod[key], rna.obs_names, target_key=guide_target_key
-            )
-            key, control_value, delimiter = GUIDE_LABEL_KEY, "", ","
-        elif key not in rna.obs and key in mdata.obs:
-            rna.obs[key] = mdata.obs.loc[rna.obs_names, key].to_numpy()
-        elif key not in rna.obs:
-            raise KeyError(
-                f"{key!r} is neither a modality nor a column of mdata.obs or "
-                f"mdata[{rna_mod!r}].obs. Modalities: {list(mdata.mod)}."
-            )
-        mdata.uns["scsena_rna_mod"] = rna_mod
-        cls.setup_anndata(
-            rna,
-            perturbation_key=key,
+        args = setup_method_args["setup_args"]
+        if not isinstance(gene_sets, (str, type(None))):
+            args["gene_sets"] = str(gene_sets) if isinstance(gene_sets, Path) else None
+        _check_names_and_layer(rna, layer)
+        matrix = rna.X if layer is None else rna.layers[layer]
+        where = f"mdata[{rna_mod!r}]." + ("X" if layer is None else f"layers[{layer!r}]")
+        check_expression(matrix, where)
+        warn_constant_genes(matrix)
+        _register_mask(rna, gene_sets, min_genes, mask_key, keep_terms, kwargs)
+        fields = mudata_fields(
+            mdata,
+            rna_mod,
+            perturbation_mod_or_key,
             control_value=control_value,
             delimiter=delimiter,
+            guide_target_key=guide_target_key,
             layer=layer,
-            gene_sets=gene_sets,
-            min_genes=min_genes,
             mask_key=mask_key,
-            keep_terms=keep_terms,
-            **kwargs,
+            batch_key=batch_key,
+            categorical_covariate_keys=categorical_covariate_keys,
         )
+        adata_manager = AnnDataManager(fields=fields, setup_method_args=setup_method_args)
+        adata_manager.register_fields(mdata, **kwargs)
+        cls.register_manager(adata_manager)
 
     # --------------------------------------------------------------- helpers
     @property
@@ -496,10 +501,11 @@ class SENAVAE(
 
     def _validate_anndata(self, adata: ad.AnnData | None = None, copy_if_view: bool = True):
         """scvi-tools' check, plus: the model's genes in its order, and known batches."""
+        rna_mod = self.registry_["setup_args"].get("rna_mod")
         if adata is not None:
-            check_known_categories(adata, self.registry_)
+            check_known_categories(rna_modality(adata, rna_mod), self.registry_)
         adata = super()._validate_anndata(adata, copy_if_view=copy_if_view)
-        _check_gene_order(adata.var_names, self._model_var_names())
+        _check_gene_order(rna_modality(adata, rna_mod).var_names, self._model_var_names())
         return adata
 
     @property

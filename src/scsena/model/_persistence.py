@@ -93,7 +93,8 @@ class SaveLoadMixin:
         prefix
             Prefix of the file names.
         legacy_mudata_format
-            As in :meth:`scvi.model.base.BaseModelClass.save`.
+            Accepted for scvi-tools compatibility; the model file always lists the
+            model's genes (those of the RNA modality for a MuData).
         **anndata_write_kwargs
             Passed to :meth:`anndata.AnnData.write`.
         """
@@ -106,7 +107,7 @@ class SaveLoadMixin:
             write_model_file(
                 staging / f"{prefix}{MODEL_FILE}",
                 self.module.state_dict(),
-                self.get_var_names(legacy_mudata_format=legacy_mudata_format),
+                np.asarray(self._model_var_names()),
                 attributes,
             )
             meta_name = f"{prefix}{_META_FILE}"
@@ -179,15 +180,16 @@ class SaveLoadMixin:
             )
         saved_files = read_model_file(model_file, trusted=trusted)
         if adata is not None and adata is not False:
-            adata = rna_modality(adata)
+            setup_args = saved_files[0].get("registry_", {}).get("setup_args", {})
+            rna = rna_modality(adata, setup_args.get("rna_mod"))
             var_names = np.asarray(saved_files[1]).astype(str)
-            if len(var_names) != adata.n_vars or not np.array_equal(
-                var_names, np.asarray(adata.var_names).astype(str)
+            if len(var_names) != rna.n_vars or not np.array_equal(
+                var_names, np.asarray(rna.var_names).astype(str)
             ):
-                shared = len(set(var_names) & set(adata.var_names))
+                shared = len(set(var_names) & set(rna.var_names))
                 raise ValueError(
                     f"The data's genes differ from the model's: the model has {len(var_names)} "
-                    f"genes, the data {adata.n_vars} ({shared} shared). Subset and order the "
+                    f"genes, the data {rna.n_vars} ({shared} shared). Subset and order the "
                     "data as the model: `adata = adata[:, model_var_names].copy()` with "
                     f"`model_var_names` read by `SENAVAE.load_registry` / saved with the model."
                 )

@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from scsena.data import rna_modality
+
 MODEL_FILE = "model.pt"
 META_FILE = "scsena.json"
 ADATA_FILE = "adata.h5ad"
@@ -593,7 +595,8 @@ def build_model(
     if adata is None:
         adata = read_saved_data(path, prefix, method == "setup_mudata")
     if adata:
-        _validate_var_names(adata, var_names)
+        rna = rna_modality(adata, registry[_SETUP_ARGS_KEY].get("rna_mod"))
+        _validate_var_names(rna, np.asarray(var_names))
         getattr(cls, method)(adata, source_registry=registry, **registry[_SETUP_ARGS_KEY])
     _default_legacy_preset(attr_dict)
     model = _initialize_model(cls, adata, registry, attr_dict, None)

@@ -33,10 +33,10 @@ _TERM_LABELS = ("name", "id", "both")
 
 
 # ---------------------------------------------------------- pathway heatmap
-def _group_labels(model: SENAVAE, rna: ad.AnnData, groupby: str | None) -> np.ndarray:
+def _group_labels(model: SENAVAE, adata, rna: ad.AnnData, groupby: str | None) -> np.ndarray:
     """Each cell's group: its perturbation label, or its value of ``obs[groupby]``."""
     if groupby is None:
-        return cell_labels(model, rna)
+        return cell_labels(model, adata)
     if groupby not in rna.obs:
         raise KeyError(f"{groupby!r} is not a column of obs: {list(rna.obs.columns)}.")
     return rna.obs[groupby].astype(str).to_numpy()
@@ -44,14 +44,14 @@ def _group_labels(model: SENAVAE, rna: ad.AnnData, groupby: str | None) -> np.nd
 
 def _group_mean_activity(
     model: SENAVAE,
-    rna: ad.AnnData,
+    adata,
     groupby: str | None,
     perturbations: Sequence[str] | None,
     relative_to_control: bool,
 ) -> pd.DataFrame:
     """Mean BP activity of each group (rows in display order), minus control if asked."""
-    act = model.pathway_activity_anndata(rna)
-    labels = _group_labels(model, rna, groupby)
+    act = model.pathway_activity_anndata(adata)
+    labels = _group_labels(model, adata, rna_of(model, adata), groupby)
     df = pd.DataFrame(dense(act.X), columns=list(act.var_names))
     means = df.groupby(labels, sort=True).mean()
     if perturbations is None:
@@ -175,8 +175,7 @@ def pathway_activity(
     The Axes; its image (``ax.images[0]``) holds the ``groups x terms`` matrix, the
     title says what the colour shows.
     """
-    rna = rna_of(model, adata)
-    means = _group_mean_activity(model, rna, groupby, perturbations, relative_to_control)
+    means = _group_mean_activity(model, adata, groupby, perturbations, relative_to_control)
     ids = _heatmap_terms(model, means, terms, n_terms)
     mat, vmin, vmax, cmap, cbar_label = _heatmap_colours(
         means[ids].to_numpy(dtype=float), relative_to_control, standard_scale, cmap

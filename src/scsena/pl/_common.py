@@ -11,7 +11,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from scsena._constants import REGISTRY_KEYS
-from scsena.data import rna_modality
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -42,12 +41,15 @@ def finish(fig: Figure, save: str | Path | None, show: bool) -> None:
 
 def rna_of(model: SENAVAE, adata) -> ad.AnnData:
     """The AnnData the model reads (the RNA modality of a registered MuData)."""
-    return rna_modality(model.adata if adata is None else adata)
+    return model.data_splitter(adata).adata
 
 
-def cell_labels(model: SENAVAE, adata: ad.AnnData) -> np.ndarray:
-    """Registered perturbation label of every cell, control shown as ``"control"``."""
-    manager = model.get_anndata_manager(adata, required=True)
+def cell_labels(model: SENAVAE, adata) -> np.ndarray:
+    """Registered perturbation label of every cell, control shown as ``"control"``.
+
+    ``adata``: the registered AnnData or MuData (``None``: the model's).
+    """
+    manager = model.data_splitter(adata).adata_manager
     labels = np.asarray(manager.get_from_registry(REGISTRY_KEYS.PERTURBATION_KEY)).ravel()
     labels = np.array([str(x).strip() for x in labels], dtype=object)
     labels[labels == model.control_value_.strip()] = CONTROL_LABEL

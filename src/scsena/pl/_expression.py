@@ -12,8 +12,6 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from scsena._constants import REGISTRY_KEYS
-
 from ._common import CONTROL_LABEL, cell_labels, dense, finish, new_axes, rna_of, target_set
 
 if TYPE_CHECKING:
@@ -42,10 +40,11 @@ def _cells_frame(matrix, labels: Sequence[str], source: str, var_names) -> ad.An
 
 
 def _real_cells(
-    model: SENAVAE, rna: ad.AnnData, groups: Sequence[str], n_cells: int, seed: int
+    model: SENAVAE, adata, groups: Sequence[str], n_cells: int, seed: int
 ) -> ad.AnnData:
     """At most ``n_cells`` real cells of each group (a double's targets in any order)."""
-    labels = cell_labels(model, rna)
+    rna = rna_of(model, adata)
+    labels = cell_labels(model, adata)
     delim = model.delimiter_
     canon = np.array([target_set(x, delim) if x != CONTROL_LABEL else None for x in labels])
     rng = np.random.default_rng(seed)
@@ -62,7 +61,7 @@ def _real_cells(
         real_idx.append(cells)
         real_lab += [g] * len(cells)
     real_idx = np.concatenate(real_idx).astype(np.int64)
-    matrix = model.get_anndata_manager(rna, required=True).get_from_registry(REGISTRY_KEYS.X_KEY)
+    matrix = model.data_splitter(adata).expression
     return _cells_frame(matrix[real_idx], real_lab, "real", rna.var_names)
 
 
@@ -78,12 +77,11 @@ def _pooled_cells(
     """Real cells of ``groups`` and ``n_cells`` predicted cells of each ``asked`` label."""
     import anndata as ad
 
-    rna = rna_of(model, adata)
-    real = _real_cells(model, rna, groups, n_cells, seed)
+    real = _real_cells(model, adata, groups, n_cells, seed)
     pred = model.predict_perturbation(
         list(asked), n_cells=n_cells, adata=adata, temperature=temperature, seed=seed
     )
-    pred = _cells_frame(pred.X, np.repeat(asked, n_cells), "predicted", rna.var_names)
+    pred = _cells_frame(pred.X, np.repeat(asked, n_cells), "predicted", pred.var_names)
     pooled = ad.concat([real, pred])
     pooled.obs["perturbation"] = pd.Categorical(pooled.obs["perturbation"], categories=groups)
     pooled.obs["source"] = pd.Categorical(pooled.obs["source"], categories=["real", "predicted"])
