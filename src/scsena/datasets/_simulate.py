@@ -582,7 +582,8 @@ class _CellModel:
             eta[rows[has], genes[has]] += self.direct_value[cond[has], slot]
         eta -= eta.max(axis=1, keepdims=True)
         np.exp(eta, out=eta)
-        library = np.exp(rng.normal(self.library_size[0], self.library_size[1], size=n))
+        log_mean, log_sd = self.library_size
+        library = np.exp(rng.normal(log_mean, log_sd, size=n))
         eta *= (library / eta.sum(axis=1, dtype=np.float64)).astype(np.float32)[:, None]
         return eta
 
