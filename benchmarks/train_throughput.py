@@ -9,7 +9,11 @@ Side by side in one process, on the Perturb-seq simulator at Norman 2019 scale
 (b) scsena's ``SENAModule`` (float32) of ``preset="reference"`` fed by
     ``PairedPerturbationDataset`` through the loader of ``make_loader``, and
 (c) the same for the default ``preset="scsena"`` (assignment table, balance and
-    mean-shift terms, counterfactual predictions): the cost of its remedies.
+    mean-shift terms, counterfactual predictions, non-negative member weights): the
+    cost of its remedies, and
+(d) the default with ``member_weights="free"`` (the default before pathway
+    activities became non-negative weighted means of their members): the cost of
+    that change alone.
 
 First checks that both give the same loss (and gradients) from the same weights on
 the same batch. Then times training steps (batch read, forward, backward, Adam step)
@@ -78,6 +82,7 @@ def build(args):
     scsena.SENAVAE.setup_anndata(adata, perturbation_key="guide_ids", gene_sets="go_bp_sena")
     model = scsena.SENAVAE(adata, seed=args.seed, preset="reference")
     default = scsena.SENAVAE(adata, seed=args.seed)
+    free = scsena.SENAVAE(adata, seed=args.seed, member_weights="free")
     ds = model.data_splitter(adata).fold_dataset(["train"], args.seed)
     mask = adata.uns["scsena_mask"]
     print(
@@ -85,7 +90,7 @@ def build(args):
         f"{len(model.targets_)} targets, {len(model.term_ids_)} gene sets kept, "
         f"Z = {model.n_latent} (built in {time.perf_counter() - t:.1f} s)"
     )
-    return adata, model, default.module, ds, mask
+    return adata, model, (default.module, free.module), ds, mask
 
 
 def clone_module(module, dtype=torch.float32):
@@ -302,7 +307,7 @@ def mmd_tensor_gib(batch_size: int, n_genes: int) -> float:
     return (2 * batch_size) ** 2 * n_genes * 8 / 2**30
 
 
-def bench_steps(args, module, default_module, ref_template, ds, ref_ds, device) -> list[dict]:
+def bench_steps(args, module, default_modules, ref_template, ds, ref_ds, device) -> list[dict]:
     """Time the paths' training steps at every batch size; returns one dict per size."""
     print(
         f"\n== training steps (batch read + forward + backward + Adam); {args.repeats} "
@@ -316,7 +321,7 @@ def bench_steps(args, module, default_module, ref_template, ds, ref_ds, device) 
         rss = rss_mib()
         print(f"\nbatch {bs}: {len(batches)} batches per epoch{note}; RSS before: {rss:.0f} MiB")
         runners, skipped_gib = make_runners(
-            args, bs, batches, (module, default_module, ref_template), ds, ref_ds, device
+            args, bs, batches, (module, default_modules, ref_template), ds, ref_ds, device
         )
         run_blocks(runners, args)
         res = {r.name: r.summary(bs) for r in runners}
@@ -341,9 +346,10 @@ def make_runners(args, bs, batches, modules, ds, ref_ds, device) -> tuple[list, 
     Returns the runners and the size (GiB) of the reference's MMD tensor when it was
     skipped, else None.
     """
-    module, default_module, ref_template = modules
+    module, (default_module, free_module), ref_template = modules
     module_b = clone_module(module).to(device).train()
     default_b = copy.deepcopy(default_module).to(device).train()
+    free_b = copy.deepcopy(free_module).to(device).train()
     runners = [
         Runner(
             "scsena",
@@ -354,6 +360,12 @@ def make_runners(args, bs, batches, modules, ds, ref_ds, device) -> tuple[list, 
         Runner(
             "default",
             make_scsena_step(default_b, device),
+            DataLoader(ds, sampler=batches, batch_size=None),
+            device,
+        ),
+        Runner(
+            "free",
+            make_scsena_step(free_b, device),
             DataLoader(ds, sampler=batches, batch_size=None),
             device,
         ),
@@ -395,7 +407,7 @@ def print_step_table(bs: int, res: dict, device) -> None:
         header += f" {'peak GPU MiB':>12}"
     print(
         "paths: reference = the published form; scsena = preset='reference'; "
-        "default = preset='scsena'"
+        "default = preset='scsena'; free = the default with member_weights='free'"
     )
     print(header)
     for name, s in res.items():
@@ -432,9 +444,19 @@ def compare_paths(bs: int, res: dict) -> dict:
         f"batch {bs}: default / preset='reference' step time = "
         f"{versus_preset['step']:.2f}x (batch read + step {versus_preset['read_and_step']:.2f}x)"
     )
+    f = res["free"]
+    versus_free = {
+        "step": d["step_ms"] / f["step_ms"],
+        "read_and_step": (d["data_ms"] + d["step_ms"]) / (f["data_ms"] + f["step_ms"]),
+    }
+    print(
+        f"batch {bs}: default / member_weights='free' step time = "
+        f"{versus_free['step']:.2f}x (batch read + step {versus_free['read_and_step']:.2f}x)"
+    )
     return {
         "scsena_over_reference": versus_reference,
         "default_over_reference_preset": versus_preset,
+        "default_over_free_weights": versus_free,
     }
 
 
@@ -565,7 +587,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     print(machine_line(device.type))
     t_all = time.perf_counter()
     torch.manual_seed(args.seed)
-    adata, model, default_module, ds, mask = build(args)
+    adata, model, default_modules, ds, mask = build(args)
     module = model.module
     ref = ReferenceSENA(mask_membership(mask), len(model.targets_), model.n_latent)
     load_from_scsena(ref, module)
@@ -582,7 +604,7 @@ def run(args: argparse.Namespace, device: torch.device) -> dict:
     results["data"].update(training_examples=len(ds), n_latent=model.n_latent)
     results["mask"] = {"dense_mib": ref.fc1.mask.numel() * 8 / 2**20, "member_pairs": members}
     results["agreement"] = check_agreement(module, ref, ds, ref_ds, 32, args.seed)
-    results["steps"] = bench_steps(args, module, default_module, ref, ds, ref_ds, device)
+    results["steps"] = bench_steps(args, module, default_modules, ref, ds, ref_ds, device)
     if args.epochs > 0:
         results["epochs"] = bench_epochs(args, adata, device)
     peak, total = max_peak_rss_mib(), time.perf_counter() - t_all

@@ -5,8 +5,9 @@ intervention encoder, decoded predictions, the loss ``alpha MMD + MSE + beta KL 
 lambda_G L1`` and best-epoch selection. ``"scsena"`` (the default) keeps the method
 (gene-set encoder, causal layer, schedules) and adds the remedies measured in
 ``docs/results.md``: a per-target assignment table started one-to-one, a balance
-penalty, a per-batch mean-shift term, counterfactual (residual) predictions, and the
-last epoch's weights.
+penalty, a per-batch mean-shift term, counterfactual (residual) predictions,
+pathway activities that are non-negative weighted means of their members (so their
+direction is that of the members), and the last epoch's weights.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ REFERENCE_MODULE: dict[str, Any] = {
     "lambda_balance": 0.0,
     "lambda_mean": 0.0,
     "prediction": "direct",
+    "member_weights": "free",
 }
 #: The published training settings (arguments of :meth:`~scsena.SENAVAE.train`; the
 #: schedule, learning-rate and selection defaults of :class:`~scsena.train.SENATrainingPlan`).
@@ -49,6 +51,7 @@ MODULE_PRESETS: dict[str, dict[str, Any]] = {
         "lambda_balance": 1.0,
         "lambda_mean": 10.0,
         "prediction": "residual",
+        "member_weights": "nonnegative",
     },
 }
 

@@ -276,6 +276,7 @@ def _train(args: argparse.Namespace) -> int:
             preset=args.preset,
             encoder=args.encoder,
             sena_lambda=args.sena_lambda,
+            member_weights=args.member_weights,
             mmd_sigma=args.mmd_sigma,
             lambda_l1=args.lambda_l1,
             dtype=args.dtype,
@@ -494,22 +495,51 @@ def _wrote(*paths: str) -> None:
 
 
 def _activity(args: argparse.Namespace) -> int:
+    from scsena.readouts import consensus_activity
+
     out_dir = _out_dir(args)
-    seed, run_dir = _run_dirs(args.model_dir)[0]
-    model, adata = _load_run(args, run_dir)
+    models = []
+    for seed, run_dir in _run_dirs(args.model_dir):
+        model, adata = _load_run(args, run_dir)
+        _activity_of_seed(args, model, adata, os.path.join(out_dir, f"seed{seed}"), seed)
+        models.append(model)
+    if len(models) > 1:
+        table = consensus_activity(models, top_k=args.top_k)
+        path = os.path.join(out_dir, "activity_consensus.tsv")
+        table.to_csv(path, sep="\t", index=False)
+        _wrote(path)
+        top = table[table["n_top_k"] == len(models)]
+        same = table["agree_direction"] == len(models)
+        print(
+            f"[activity] {len(models)} seeds: {same.mean():.1%} of (perturbation, BP) calls "
+            f"agree in direction in every seed; {len(top)} calls are in the top {args.top_k} "
+            "of every seed"
+        )
+    return 0
+
+
+def _activity_of_seed(args: argparse.Namespace, model, adata, seed_dir: str, seed: int) -> None:
+    """Activities, differential activity and the activation-score test of one seed."""
     bp = model.pathway_activity_anndata(adata)
-    stem = os.path.join(out_dir, f"seed{seed}", "activity")
-    os.makedirs(os.path.dirname(stem), exist_ok=True)
+    stem = os.path.join(seed_dir, "activity")
+    os.makedirs(seed_dir, exist_ok=True)
     bp.write_h5ad(f"{stem}.h5ad")
     metrics, scores = model.activation_test(adata, method=args.method, return_scores=True)
     metrics.to_csv(f"{stem}_test.tsv", sep="\t", index=False)
     scores.to_csv(f"{stem}_scores.tsv", sep="\t")
-    _wrote(f"{stem}.h5ad", f"{stem}_test.tsv", f"{stem}_scores.tsv")
+    model.differential_activity(adata).to_csv(
+        os.path.join(seed_dir, "differential_activity.tsv"), sep="\t", index=False
+    )
+    _wrote(
+        f"{stem}.h5ad",
+        f"{stem}_test.tsv",
+        f"{stem}_scores.tsv",
+        os.path.join(seed_dir, "differential_activity.tsv"),
+    )
     print(
         f"[activity] seed {seed}: {bp.n_obs} cells x {bp.n_vars} BPs; recall@25 "
         f"{metrics['recall@25'].mean():.3f}, z-diff {metrics['z_diff'].mean():.3f}"
     )
-    return 0
 
 
 def _data_args(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -728,6 +758,14 @@ def _model_args(train: argparse.ArgumentParser) -> None:
         "--sena-lambda", type=float, default=0.0, help="Weight of genes outside each gene set"
     )
     train.add_argument(
+        "--member-weights",
+        choices=["nonnegative", "free"],
+        default=None,
+        help="Member genes' weights in a BP's activity: nonnegative (a weighted mean, so a BP "
+        "goes up when its members do) or free (any sign) "
+        f"{_preset('member_weights')}",
+    )
+    train.add_argument(
         "--mmd-sigma", type=float, help=f"MMD kernel bandwidth {_preset('mmd_sigma')}"
     )
     train.add_argument(
@@ -822,9 +860,12 @@ def _add_activity_parser(sub: argparse._SubParsersAction) -> None:
     act = sub.add_parser(
         "activity",
         help="Pathway activities and the activation-score test.",
-        description="BP activities of every cell and the activation-score test for the first "
-        "seed of a run; writes seedN/activity.h5ad, seedN/activity_test.tsv and "
-        "seedN/activity_scores.tsv.",
+        description="BP activities of every cell, differential activity (every perturbation "
+        "against control, with the member genes behind each call) and the activation-score "
+        "test, for every seed of a run; writes seedN/activity.h5ad, "
+        "seedN/differential_activity.tsv, seedN/activity_test.tsv and "
+        "seedN/activity_scores.tsv, and with several seeds activity_consensus.tsv (per "
+        "perturbation and BP, the seeds that agree on its direction and on its top-k place).",
         formatter_class=_HelpFormatter,
     )
     act.add_argument("--model-dir", required=True, metavar="DIR", help="A `scsena train` run")
@@ -835,6 +876,13 @@ def _add_activity_parser(sub: argparse._SubParsersAction) -> None:
         choices=["mean_diff", "ttest"],
         default="mean_diff",
         help="Activation score of a BP: mean difference or t statistic vs control",
+    )
+    act.add_argument(
+        "--top-k",
+        type=_positive_int,
+        default=5,
+        metavar="K",
+        help="Consensus over seeds: a BP counts as a top call of a seed when ranked <= K",
     )
     _threads_arg(act)
     _trusted_arg(act)

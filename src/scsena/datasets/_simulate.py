@@ -22,8 +22,9 @@ import os
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
+from typing import Literal
 
 import anndata as ad
 import numpy as np
@@ -34,6 +35,15 @@ from scsena._constants import ADATA_KEYS
 from scsena.gene_sets import gene_id_table, go_bp, go_term_names
 
 from ._sampling import Workspace, assemble_csr, csr_parts, nb_counts, single_threaded_blas
+from ._traps import (
+    Traps,
+    dominant_genes,
+    make_dominant,
+    null_targets,
+    resolve_traps,
+    shape_programs,
+    twin_terms,
+)
 
 #: Key of the ground truth in ``adata.uns``.
 SIMULATION_UNS_KEY = "scsena_simulation"
@@ -119,14 +129,21 @@ def _choose_programs(rng: np.random.Generator, mat: sparse.csr_matrix, n_program
 
 
 def _choose_genes(
-    rng: np.random.Generator, mat: sparse.csr_matrix, programs: list[int], n_genes: int
+    rng: np.random.Generator,
+    mat: sparse.csr_matrix,
+    programs: list[int],
+    n_genes: int,
+    excluded: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Universe indices of the simulated genes (sorted)."""
+    """Universe indices of the simulated genes (sorted), never any of ``excluded``."""
     n_universe = mat.shape[1]
     per_program = int(np.clip(_PROGRAM_FRACTION * n_genes / len(programs), 5, 30))
     chosen: set[int] = set()
+    banned = set() if excluded is None else set(excluded.tolist())
     for row in programs:
         members = _members(mat, row)
+        if banned:
+            members = members[~np.isin(members, excluded)]
         take = min(per_program, members.size)
         chosen.update(rng.choice(members, size=take, replace=False).tolist())
     cover_budget = int(_COVER_FRACTION * n_genes)
@@ -138,10 +155,12 @@ def _choose_genes(
             continue
         members = _members(mat, row)
         picked = rng.choice(members, size=min(_COVER_GENES, members.size), replace=False)
-        new = [g for g in picked.tolist() if g not in chosen]
+        new = [g for g in picked.tolist() if g not in chosen and g not in banned]
         if len(chosen) + len(new) <= cover_budget:
             chosen.update(new)
     rest = np.setdiff1d(np.arange(n_universe), np.fromiter(chosen, dtype=np.int64))
+    if banned:
+        rest = np.setdiff1d(rest, excluded)
     n_fill = n_genes - len(chosen)
     if n_fill > 0:
         chosen.update(rng.choice(rest, size=n_fill, replace=False).tolist())
@@ -191,6 +210,12 @@ def simulate_perturbseq(
     loading_noise: float = 0.0,
     n_batches: int = 1,
     batch_effect: float = 0.0,
+    perturbation_type: Literal["activation", "knockout"] = "activation",
+    null_fraction: float | None = None,
+    program_fraction: float | None = None,
+    negative_fraction: float | None = None,
+    redundant_programs: int | None = None,
+    n_dominant_genes: int | None = None,
     seed: int = 0,
     n_jobs: int | None = None,
 ) -> ad.AnnData:
@@ -256,6 +281,34 @@ def simulate_perturbseq(
         library-size scaling), so one perturbation looks different across batches.
         Needs ``n_batches > 1``. Batches are drawn from their own random stream: with
         ``batch_effect=0`` the counts are those of the same call with one batch.
+    perturbation_type
+        ``"activation"`` (default; CRISPRa-like): a target's gene and its programs go
+        up, and none of the traps below is on. ``"knockout"`` (CRISPR-KO or CRISPRi):
+        the targeted gene's own log-rate falls by ``direct_effect`` times the target's
+        strength (it is given a baseline of expressed genes, so the loss shows), its
+        programs are shifted down, and the traps below take their knock-out defaults,
+        the way real screens fail a kind simulator.
+    null_fraction
+        Share of the targets with no downstream effect (only their own gene
+        changes); default 0, with ``"knockout"`` 0.5 (in real screens most targets
+        barely move expression). At least one target keeps an effect.
+    program_fraction
+        Share of a program term's simulated members its factor loads on (the others
+        are members that do not move); default 1, with ``"knockout"`` 0.6.
+    negative_fraction
+        Share of a program's loaded members whose loading is negative (they move
+        against the program); default 0, with ``"knockout"`` 0.25.
+    redundant_programs
+        Number of program terms given a *twin*: another GO term whose simulated
+        members are exactly the program term's (the genes that tell them apart are
+        left out of the panel), as nested GO terms often are on a gene panel;
+        default 0, with ``"knockout"`` half of the programs (fewer when no twin fits).
+    n_dominant_genes
+        Number of member genes of the programs (never targets, never loaded on a
+        program when avoidable) that are highly expressed (baseline raised by 3) and
+        driven by a nuisance factor of their own, so that they dominate the control
+        cells' variance of their terms; default 0, with ``"knockout"``
+        ``max(3, n_genes // 50)``.
     seed
         Random seed; the same seed gives an identical AnnData.
     n_jobs
@@ -273,8 +326,12 @@ def simulate_perturbseq(
         ``factor_term_names``, ``dag``, ``dag_order``, ``loadings``, ``baseline``,
         ``dispersion``, ``targets``, ``target_ensembl``, ``target_strength``,
         ``target_shift``, ``target_factors``, ``target_terms``, ``doubles``,
-        ``interaction``, ``params``; with several batches also ``batches``, the
-        batch names, and ``batch_effects``, the true log-effects, batches x genes);
+        ``interaction``, ``params``, ``perturbation_type``, ``target_effect`` (which
+        targets act downstream), ``target_gene_effect`` (targets x genes: the
+        noise-free change of every gene's log-rate, programs through the DAG plus the
+        target's own gene), ``twin_terms`` (program term -> its twin terms),
+        ``dominant_genes``; with several batches also ``batches``, the batch names,
+        and ``batch_effects``, the true log-effects, batches x genes);
         ``uns["scsena_dataset"]``: name and held-out single perturbations.
 
     Examples
@@ -288,6 +345,11 @@ def simulate_perturbseq(
     ... )
     >>> batched.obs["batch"].value_counts().tolist()
     [250, 250]
+    >>> ko = simulate_perturbseq(
+    ...     n_cells=500, n_genes=300, n_targets=8, n_doubles=4, perturbation_type="knockout"
+    ... )
+    >>> int(ko.uns["scsena_simulation"]["target_effect"].sum())  # half of the targets act
+    4
     """
     params = {
         "n_cells": int(n_cells),
@@ -313,15 +375,36 @@ def simulate_perturbseq(
         params["n_batches"] = int(n_batches)
         params["batch_effect"] = float(batch_effect)
     _check_args(params)
+    traps = resolve_traps(
+        perturbation_type,
+        null_fraction,
+        program_fraction,
+        negative_fraction,
+        redundant_programs,
+        n_dominant_genes,
+        params["n_programs"],
+        params["n_genes"],
+    )
+    if traps.knockout:  # recorded only off the default: activation output is unchanged
+        params.update(traps.as_params())
 
     root = np.random.SeedSequence(seed)
-    # A fourth child for batches: the first three streams stay those of one batch.
-    ss_struct, ss_design, ss_cells, ss_batch = root.spawn(4)
+    # A fourth child for batches and a fifth for the traps: children are numbered, so
+    # the first three streams stay those of one batch without traps.
+    ss_struct, ss_design, ss_cells, ss_batch, ss_traps = root.spawn(5)
     rng = np.random.default_rng(ss_struct)
     structure = _draw_structure(
-        rng, n_genes, n_programs, dag_density, baseline_sd, dispersion, loading_noise
+        rng,
+        n_genes,
+        n_programs,
+        dag_density,
+        baseline_sd,
+        dispersion,
+        loading_noise,
+        traps.redundant_programs,
     )
-    targets = _draw_targets(rng, structure, n_targets, effect_size, baseline_sd)
+    targets = _draw_targets(rng, structure, n_targets, effect_size, baseline_sd, traps.sign)
+    targets, nuisance = _set_traps(np.random.default_rng(ss_traps), structure, targets, traps)
 
     drng = np.random.default_rng(ss_design)
     conditions = _draw_conditions(drng, targets, n_doubles, interaction_strength * effect_size)
@@ -330,7 +413,13 @@ def simulate_perturbseq(
     batch, batch_effects = _draw_batches(ss_batch, n_cells, n_genes, int(n_batches), batch_effect)
 
     model = _CellModel.build(
-        structure, targets, conditions, direct_effect, library_size, batch_effects
+        structure,
+        targets,
+        conditions,
+        traps.sign * direct_effect,
+        library_size,
+        batch_effects,
+        nuisance,
     )
     counts, X = _generate_counts(model, ss_cells, cond, batch, n_jobs)
 
@@ -338,6 +427,7 @@ def simulate_perturbseq(
     var = pd.DataFrame({"gene_symbols": structure.symbols}, index=pd.Index(structure.var_names))
     adata = ad.AnnData(X=X, obs=obs, var=var, layers={"counts": counts})
     truth = _ground_truth(structure, targets, conditions, params)
+    truth.update(_trap_truth(structure, targets, model, traps, nuisance))
     if batch is not None:
         truth["batches"] = np.asarray(obs["batch"].cat.categories)
         truth["batch_effects"] = batch_effects.astype(np.float32)
@@ -360,8 +450,9 @@ class _Structure:
     loadings: np.ndarray  # factors x genes
     dag: np.ndarray
     order: np.ndarray
-    baseline: np.ndarray  # gene log-expression (targets lowered by _draw_targets)
+    baseline: np.ndarray  # gene log-expression (targets set by _draw_targets)
     dispersion: np.ndarray  # gene-wise NB overdispersion
+    twins: dict[str, list[str]]  # program term -> terms with the same simulated members
 
 
 @dataclass(frozen=True)
@@ -394,6 +485,7 @@ def _draw_structure(
     baseline_sd: float,
     dispersion: float,
     loading_noise: float,
+    redundant_programs: int = 0,
 ) -> _Structure:
     """Simulated genes, program loadings, DAG, baselines and dispersions."""
     genes_u, symbols_u, term_ids, mat = _universe()
@@ -403,7 +495,10 @@ def _draw_structure(
             "terms (with a one-to-one gene symbol) that the simulator draws from."
         )
     programs = _choose_programs(rng, mat, n_programs)
-    gene_idx = _choose_genes(rng, mat, programs, n_genes)
+    twins, excluded = twin_terms(mat, programs, redundant_programs)
+    if genes_u.size - excluded.size < n_genes:
+        twins, excluded = {}, None
+    gene_idx = _choose_genes(rng, mat, programs, n_genes, excluded if twins else None)
     to_local = np.full(mat.shape[1], -1, dtype=np.int64)
     to_local[gene_idx] = np.arange(n_genes)
     program_genes = [to_local[_members(mat, row)] for row in programs]
@@ -426,6 +521,7 @@ def _draw_structure(
         order=order,
         baseline=baseline,
         dispersion=gene_dispersion,
+        twins={term_ids[p]: [term_ids[q]] for p, q in twins.items()},
     )
 
 
@@ -462,14 +558,19 @@ def _draw_targets(
     n_targets: int,
     effect_size: float,
     baseline_sd: float,
+    sign: float = 1.0,
 ) -> _Targets:
-    """Targets, their strengths and latent shifts; lowers the targets' baselines."""
+    """Targets, their strengths and latent shifts; sets the targets' baselines.
+
+    ``sign`` is the direction of a target's effect (1: activation, -1: knock-out).
+    """
     n_programs, n_genes = structure.loadings.shape
     genes = _pick_target_genes(rng, structure.program_genes, n_genes, n_targets)
     strength = rng.uniform(0.6, 1.4, size=n_targets)
     # CRISPRa targets are mostly lowly expressed genes (e.g. transcription factors):
-    # their activation must not take over the library of the cell.
-    structure.baseline[genes] = rng.normal(-1.0, 0.5, size=n_targets) * baseline_sd
+    # their activation must not take over the library of the cell. A knock-out shows
+    # only on a gene that is expressed: its targets sit as far above the average.
+    structure.baseline[genes] = rng.normal(-sign, 0.5, size=n_targets) * baseline_sd
     membership = np.zeros((n_programs, n_genes), dtype=bool)
     for k, g in enumerate(structure.program_genes):
         membership[k, g] = True
@@ -480,7 +581,7 @@ def _draw_targets(
     factors = [np.flatnonzero(membership[:, g]) for g in genes]
     shift = np.zeros((n_targets, n_programs))
     for i, ks in enumerate(factors):
-        shift[i, ks] = effect_size * strength[i]
+        shift[i, ks] = sign * effect_size * strength[i]
     return _Targets(genes, symbols[by_symbol], strength, factors, shift)
 
 
@@ -528,6 +629,7 @@ class _CellModel:
     shape: np.ndarray  # gene-wise NB shape, 1 / dispersion
     library_size: tuple[float, float]
     batch_effects: np.ndarray | None = None  # float32, batches x genes (log scale)
+    nuisance: np.ndarray | None = None  # float32 loadings of a per-cell nuisance factor
 
     @classmethod
     def build(
@@ -538,8 +640,13 @@ class _CellModel:
         direct_effect: float,
         library_size: tuple[float, float],
         batch_effects: np.ndarray | None = None,
+        nuisance: np.ndarray | None = None,
     ) -> _CellModel:
-        """The cell model of a drawn structure, targets and conditions."""
+        """The cell model of a drawn structure, targets and conditions.
+
+        ``direct_effect`` is the signed log-fold change of a targeted gene itself
+        (negative for a knock-out), before the target's strength.
+        """
         n_cond, n_programs = conditions.shifts.shape
         n_targets = len(targets.genes)
         direct_gene = np.full((n_cond, 2), -1, dtype=np.int64)
@@ -561,6 +668,7 @@ class _CellModel:
             shape=1.0 / structure.dispersion,
             library_size=tuple(library_size),
             batch_effects=None if batch_effects is None else batch_effects.astype(np.float32),
+            nuisance=None if nuisance is None else nuisance.astype(np.float32),
         )
 
     def means(
@@ -580,6 +688,8 @@ class _CellModel:
             genes = self.direct_gene[cond, slot]
             has = genes >= 0
             eta[rows[has], genes[has]] += self.direct_value[cond[has], slot]
+        if self.nuisance is not None:
+            eta += rng.standard_normal(n).astype(np.float32)[:, None] * self.nuisance
         eta -= eta.max(axis=1, keepdims=True)
         np.exp(eta, out=eta)
         log_mean, log_sd = self.library_size
@@ -686,6 +796,48 @@ def _ground_truth(
             label: conditions.interaction[d].astype(np.float32) for d, label in enumerate(doubles)
         },
         "params": params,
+    }
+
+
+def _set_traps(
+    rng: np.random.Generator, structure: _Structure, targets: _Targets, traps: Traps
+) -> tuple[_Targets, np.ndarray | None]:
+    """Dominant genes, programs on part of their members, null targets (see ``_traps``).
+
+    Changes ``structure``'s loadings and baselines in place; returns the targets (null
+    ones without shift or factors) and the nuisance loadings (``None`` without
+    dominant genes).
+    """
+    dominant = dominant_genes(rng, structure.program_genes, targets.genes, traps.n_dominant_genes)
+    shape_programs(rng, structure.loadings, traps, dominant)
+    nuisance = make_dominant(structure.baseline, dominant) if dominant.size else None
+    null = null_targets(rng, len(targets.genes), traps.null_fraction)
+    if not null.any():
+        return targets, nuisance
+    shift = targets.shift.copy()
+    shift[null] = 0.0
+    factors = [np.zeros(0, np.int64) if n else ks for n, ks in zip(null, targets.factors)]
+    return replace(targets, shift=shift, factors=factors), nuisance
+
+
+def _trap_truth(
+    structure: _Structure,
+    targets: _Targets,
+    model: _CellModel,
+    traps: Traps,
+    nuisance: np.ndarray | None,
+) -> dict:
+    """Ground truth of the perturbation type and the traps (``uns`` entries)."""
+    n_targets, n_genes = len(targets.genes), structure.loadings.shape[1]
+    gene_effect = (targets.shift @ model.propagate) @ structure.loadings
+    gene_effect[np.arange(n_targets), targets.genes] += model.direct_value[1 : n_targets + 1, 0]
+    dominant = np.zeros(0, np.int64) if nuisance is None else np.flatnonzero(nuisance)
+    return {
+        "perturbation_type": traps.perturbation_type,
+        "target_effect": np.asarray([ks.size > 0 for ks in targets.factors], dtype=bool),
+        "target_gene_effect": gene_effect.astype(np.float32).reshape(n_targets, n_genes),
+        "twin_terms": {p: np.asarray(q, dtype=object) for p, q in structure.twins.items()},
+        "dominant_genes": np.asarray(structure.var_names[dominant], dtype=object),
     }
 
 

@@ -1,4 +1,4 @@
-"""Metrics: distributions, expression, interpretability, differential activity, assignment."""
+"""Metrics: distributions, expression, interpretability, differential activity, members."""
 
 from ._activation import activation_scores, affected_terms, interpretability_metrics, random_recall
 from ._assignment import assignment_recovery
@@ -12,6 +12,13 @@ from ._expression import (
     spread_ratio,
     top_de_genes,
 )
+from ._members import (
+    gene_set_matrix,
+    gene_set_scores,
+    group_mean_difference,
+    member_evidence,
+    members_lfc,
+)
 
 __all__ = [
     "activation_scores",
@@ -21,8 +28,13 @@ __all__ = [
     "delta_metrics",
     "differential_test",
     "energy_distance",
+    "gene_set_matrix",
+    "gene_set_scores",
+    "group_mean_difference",
     "interpretability_metrics",
     "l2_top_expressed",
+    "member_evidence",
+    "members_lfc",
     "mmd",
     "perturbation_metrics",
     "random_recall",

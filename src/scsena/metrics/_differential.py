@@ -91,7 +91,8 @@ def differential_test(
 
     Rows are ordered by perturbation (in the order given, else sorted), then from the
     strongest to the weakest change: by ``|std_effect|`` descending (NaN last), ties
-    by ``|statistic|``. ``rank`` is the 1-based position within the perturbation.
+    by ``|statistic|``. ``rank`` is the 1-based position within the perturbation
+    (exact ties share the better one).
     The standardised effect, rather than the t statistic or the p-value, orders the
     terms because it does not grow with the number of cells: a small shift of a term
     in a large group does not outrank a large shift in a small one.
@@ -183,14 +184,19 @@ def _ranked_frame(
     """One perturbation's columns, strongest change first, with ``rank`` and term columns.
 
     Ordered by ``|std_effect|`` descending (NaN last), ties by ``|statistic|``, then
-    by term position.
+    by term position. Exact ties (terms with identical values, such as terms with
+    identical members) share the better ``rank``.
     """
     n = len(terms)
     strength = np.nan_to_num(np.abs(cols["std_effect"]), nan=-1.0)
     tie = np.nan_to_num(np.abs(cols["statistic"]), nan=-1.0)
     order = np.lexsort((np.arange(n), -tie, -strength))
     frame = pd.DataFrame({k: v[order] for k, v in cols.items()})
-    frame.insert(0, "rank", np.arange(1, n + 1))
+    # exact ties (terms with identical activities) share the better rank
+    position = np.arange(1, n + 1)
+    same = np.r_[False, (np.diff(strength[order]) == 0) & (np.diff(tie[order]) == 0)]
+    rank = np.maximum.accumulate(np.where(same, 0, position))
+    frame.insert(0, "rank", rank)
     frame.insert(1, "term", np.asarray(terms, dtype=object)[order])
     frame.insert(2, "term_name", np.asarray(names, dtype=object)[order])
     frame.insert(3, "n_genes", sizes[order])

@@ -9,6 +9,7 @@ from typing import Literal
 import anndata as ad
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 import torch
 
 from scsena import gene_sets as gs
@@ -18,9 +19,12 @@ from scsena.metrics import (
     activation_scores,
     affected_terms,
     differential_test,
+    group_mean_difference,
     interpretability_metrics,
+    member_evidence,
     rank_genes_groups_uns,
 )
+from scsena.module import MemberMeanLayer
 
 from ._prediction import inference_batch_size
 
@@ -38,6 +42,15 @@ def _check_key(mapping, key: str, where: str, ours, overwrite: bool) -> None:
         f"{where}[{key!r}] already exists and was not written by scsena; pass another "
         "`key_added`, or `overwrite=True` to replace it."
     )
+
+
+def _same_sign(effect: pd.Series, members: pd.Series, tol: float = 1e-6) -> pd.Series:
+    """Whether two columns agree in sign (values within ``tol`` of 0 count as 0)."""
+    a = np.sign(np.where(np.abs(effect) <= tol, 0.0, effect))
+    b = np.sign(np.where(np.abs(members) <= tol, 0.0, members))
+    same = pd.Series(a == b, index=effect.index, dtype="boolean")
+    same[members.isna().to_numpy()] = pd.NA
+    return same
 
 
 def _written_by_scsena(value) -> bool:
@@ -103,20 +116,32 @@ class InterpretationMixin:
         with np.errstate(divide="ignore", invalid="ignore"):
             r = (a * m).sum(axis=0) / np.sqrt((a * a).sum(axis=0) * (m * m).sum(axis=0))
         r = np.where(np.isfinite(r), r, 0.0)
+        # a non-negative weighted mean of the members already points their way
+        sign = np.ones(len(r)) if self._members_weighed_up() else np.where(r < 0, -1, 1)
         return pd.DataFrame(
             {
                 "term_name": list(self.term_names_),
                 "n_genes": sizes.astype(np.int64),
-                "sign": np.where(r < 0, -1, 1).astype(np.int64),
+                "sign": sign.astype(np.int64),
                 "r_members": r,
             },
             index=pd.Index(list(self.term_ids_), name="term"),
         )
 
+    def _members_weighed_up(self) -> bool:
+        """Whether every member weight is non-negative (``member_weights="nonnegative"``)."""
+        return isinstance(self.module.fc1, MemberMeanLayer)
+
     def get_term_orientation(self) -> pd.DataFrame:
         """How each term's activity is oriented so that positive means "members up".
 
-        The sign of a learned activity is arbitrary: the encoder can represent a
+        With ``member_weights="nonnegative"`` (the default preset) every activity is a
+        non-negative weighted mean of its member genes: it rises exactly when its
+        members, as weighed, rise, so every ``sign`` is ``+1`` by construction
+        (``r_members`` is reported all the same).
+
+        With free weights (``preset="reference"``) the sign of a learned activity is
+        arbitrary: the encoder can represent a
         pathway going up as an activity going down. Each term's sign is fixed by the
         Pearson correlation, over the control cells of the model's data (at most
         20,000, a seeded sample beyond), between its raw activity and the mean
@@ -249,6 +274,9 @@ class InterpretationMixin:
         perturbations: Sequence[str] | str | None = None,
         orientation: Literal["members", "raw"] = "members",
         batch_size: int | None = None,
+        gene_symbols: str | None = None,
+        n_drivers: int = 3,
+        min_lfc: float = 0.1,
     ) -> pd.DataFrame:
         """Which pathways each perturbation changes: every term, against control cells.
 
@@ -267,6 +295,23 @@ class InterpretationMixin:
         go up (:meth:`get_term_orientation`). scanpy-style results on the same numbers:
         ``pathway_activity_anndata(differential=True)``.
 
+        Every row carries the gene-level evidence behind it (see
+        :func:`scsena.metrics.member_evidence`): ``members_lfc``, the mean log-fold
+        change of the term's measured member genes (perturbed minus control mean log
+        expression) weighted as the model weighs them (with the orientation's sign);
+        ``members_up`` and ``members_down``, how many of them moved up / down by at
+        least ``min_lfc``; ``driver_genes``, the
+        members that contribute most, each with its own log-fold change; and
+        ``consistent``, whether the effect's sign agrees with ``members_lfc``. With
+        ``member_weights="nonnegative"`` (the default preset) the effect is that
+        weighted mean times the term's mean weight, so ``consistent`` holds by
+        construction; with free weights (``preset="reference"``) it need not. A row
+        with ``consistent=False`` says the activity moved against its members: read
+        its direction from the genes.
+
+        Terms with identical measured members have identical activities under the
+        default preset (their weights are tied), hence identical rows.
+
         Parameters
         ----------
         adata
@@ -278,6 +323,15 @@ class InterpretationMixin:
             ``"members"`` (default) or ``"raw"``, as in :meth:`get_pathway_activity`.
         batch_size
             Cells per forward pass (``None``: ``scvi.settings.batch_size``).
+        gene_symbols
+            Column of ``adata.var`` with the gene names shown in ``driver_genes``
+            (default: ``var_names``), as in scanpy.
+        n_drivers
+            Number of driver genes listed per row.
+        min_lfc
+            A member counts in ``members_up`` / ``members_down`` when its log-fold
+            change is at least this in size (smaller changes are noise, not a
+            direction).
 
         Returns
         -------
@@ -285,7 +339,8 @@ class InterpretationMixin:
         canonical label, ``"A,B"`` for combinations), ``rank``, ``term``,
         ``term_name``, ``n_genes``, ``effect``, ``std_effect``, ``statistic``,
         ``pvalue``, ``fdr``, ``mean_control``, ``mean_perturbed``, ``n_cells``,
-        ``n_control``; ``attrs["orientation"]`` records the orientation.
+        ``n_control``, ``members_lfc``, ``members_up``, ``members_down``,
+        ``driver_genes``, ``consistent``; ``attrs["orientation"]`` records the orientation.
 
         Examples
         --------
@@ -308,8 +363,45 @@ class InterpretationMixin:
             term_names=self.term_names_,
             n_genes=self._term_sizes(),
         )
+        evidence = self._member_evidence(
+            splitter, keep, labels[keep], groups, orientation, gene_symbols, (n_drivers, min_lfc)
+        )
+        out = out.merge(evidence, on=["perturbation", "term"], how="left", sort=False)
+        out["consistent"] = _same_sign(out["effect"], out["members_lfc"])
         out.attrs["orientation"] = orientation
         return out
+
+    def _member_weights(self, orientation: str) -> sp.csr_matrix | None:
+        """``(terms, genes)`` member weights as oriented (``None`` without gene sets)."""
+        layer = self.module.fc1
+        if not hasattr(layer, "member_weights"):
+            return None  # the dense "original" encoder has no members
+        weights = layer.member_weights()
+        if orientation == "members":
+            signs = self.get_term_orientation()["sign"].to_numpy(dtype=np.float64)
+            weights = sp.diags(signs) @ weights
+        return sp.csr_matrix(weights)
+
+    def _member_evidence(
+        self, splitter, idx, labels, groups, orientation, gene_symbols, options
+    ) -> pd.DataFrame:
+        """:func:`~scsena.metrics.member_evidence` of ``groups`` on the cells ``idx``."""
+        weights = self._member_weights(orientation)
+        var = splitter.adata.var
+        if gene_symbols is not None and gene_symbols not in var:
+            raise ValueError(
+                f"gene_symbols={gene_symbols!r} is not a column of adata.var; columns: "
+                f"{list(var.columns)[:10]}."
+            )
+        if weights is None:
+            return pd.DataFrame(
+                {"perturbation": pd.Series(dtype=object), "term": pd.Series(dtype=object)}
+            ).assign(members_lfc=np.nan, members_up=0, members_down=0, driver_genes="")
+        names = var.index if gene_symbols is None else var[gene_symbols].astype(str)
+        expression = splitter.expression
+        rows = expression[idx] if sp.issparse(expression) else np.asarray(expression)[idx]
+        diff = group_mean_difference(rows, labels, groups, "")
+        return member_evidence(diff, groups, self.term_ids_, weights, names, *options)
 
     def pathway_activity_anndata(
         self,

@@ -22,6 +22,7 @@ from scsena._constants import (
 )
 from scsena._presets import MODULE_PRESETS, TRAIN_PRESETS, check_preset, resolve
 from scsena.data import (
+    KIND_CONTROL,
     GeneSetMaskField,
     PerturbationField,
     check_expression,
@@ -35,7 +36,7 @@ from scsena.data import (
     warn_constant_genes,
 )
 from scsena.dataloaders import PerturbationDataSplitter, assign_folds, resolve_heldout
-from scsena.module import SENAModule
+from scsena.module import MemberMeanLayer, SENAModule
 from scsena.train import (
     SENATrainingPlan,
 )
@@ -136,9 +137,11 @@ class SENAVAE(
         ``"scsena"`` (default): the method with scsena's remedies, in which every
         target keeps its own latent factor and predictions beat the control
         baseline (see ``docs/results.md``): ``assignment="table"``,
-        ``lambda_balance=1``, ``lambda_mean=10``, ``prediction="residual"``.
+        ``lambda_balance=1``, ``lambda_mean=10``, ``prediction="residual"``,
+        ``member_weights="nonnegative"``.
         ``"reference"``: the published SENA-discrepancy-VAE exactly
-        (``assignment="mlp"``, no extra terms, ``prediction="direct"``). Every
+        (``assignment="mlp"``, no extra terms, ``prediction="direct"``,
+        ``member_weights="free"``). Every
         argument below left at ``None`` takes the preset's value; :meth:`train`'s
         defaults follow the preset too.
     encoder
@@ -169,6 +172,13 @@ class SENAVAE(
         ``"residual"``: the counterfactual of its control cell,
         ``x + decode(u_int) - decode(u)`` (clipped at 0), which keeps real cells'
         spread.
+    member_weights
+        Weights of the member genes in the gene-set layer. ``"nonnegative"`` (default
+        preset): each pathway activity is a non-negative weighted mean of its member
+        genes, so its direction is that of its members by construction, and terms
+        with identical measured members share their weights (identical activities).
+        ``"free"`` (reference): weights of any sign, oriented after training by
+        :meth:`get_term_orientation`. Needs ``sena_lambda=0`` when non-negative.
     dtype
         ``"float32"`` (default) or ``"float64"`` (the reference's precision).
     heldout
@@ -220,6 +230,7 @@ class SENAVAE(
         lambda_balance: float | None = None,
         lambda_mean: float | None = None,
         prediction: Literal["direct", "residual"] | None = None,
+        member_weights: Literal["free", "nonnegative"] | None = None,
         dtype: Literal["float32", "float64"] = "float32",
         heldout: str | int | Sequence[str] | None = "auto",
         test_fraction: float = 0.2,
@@ -250,6 +261,7 @@ class SENAVAE(
                 "lambda_balance": lambda_balance,
                 "lambda_mean": lambda_mean,
                 "prediction": prediction,
+                "member_weights": member_weights,
             },
         )
         network.update(encoder=encoder, sena_lambda=sena_lambda, n_latent=n_latent)
@@ -258,6 +270,7 @@ class SENAVAE(
         if adata is not None:
             rna = rna_modality(adata, self.registry_["setup_args"].get("rna_mod"))
             self.heldout_ = self._write_folds(rna, heldout, test_fraction, seed)
+            self._center_activities()
         # one short line per topic: printed in a notebook, a single long line wraps anywhere
         self._model_summary_string = "\n".join(
             [
@@ -270,6 +283,23 @@ class SENAVAE(
             ]
         )
         self.init_params_ = self._get_init_params(locals())
+
+    def _center_activities(self) -> None:
+        """Non-negative member weights: zero activity at the control cells' mean profile.
+
+        Only the biases move, so no difference of activities (differential activity,
+        its evidence) changes; the encoder starts from activities centred on control
+        (measured: better predictions of unseen doubles than uncentred activities).
+        """
+        layer = self.module.fc1
+        if not isinstance(layer, MemberMeanLayer):
+            return
+        splitter = self._splitter(self.adata_manager)
+        control = np.flatnonzero(splitter.perturbations.kind == KIND_CONTROL)
+        if control.size == 0:
+            return
+        mean = np.asarray(splitter.expression[control].mean(axis=0), dtype=np.float64).ravel()
+        layer.center(torch.as_tensor(mean))
 
     def _read_registry(self):
         """Targets, label conventions and terms from the registry; returns the mask."""

@@ -284,13 +284,19 @@ def write_model_file(
 
 
 def _default_legacy_preset(attr_dict: dict) -> None:
-    """Models saved before presets existed are the published model: ``preset="reference"``."""
+    """Settings of models saved before they existed: what those models were.
+
+    Before presets, every model was the published one (``preset="reference"``); before
+    the member weights could be non-negative, every model had free ones.
+    """
     init = attr_dict.get("init_params_")
     if not isinstance(init, dict):
         return
     params = init.get("non_kwargs", init)
     if isinstance(params, dict) and "preset" not in params:
         params["preset"] = "reference"
+    if isinstance(params, dict) and "member_weights" not in params:
+        params["member_weights"] = "free"
 
 
 def _not_a_model(path: Path, reason: str) -> ValueError:

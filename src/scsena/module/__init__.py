@@ -1,4 +1,10 @@
-from ._layers import CausalLayer, InterventionEncoder, InterventionTable, MaskedLinear
+from ._layers import (
+    CausalLayer,
+    InterventionEncoder,
+    InterventionTable,
+    MaskedLinear,
+    MemberMeanLayer,
+)
 from ._losses import (
     assignment_imbalance,
     dag_l1,
@@ -14,6 +20,7 @@ __all__ = [
     "InterventionEncoder",
     "InterventionTable",
     "MaskedLinear",
+    "MemberMeanLayer",
     "SENAModule",
     "assignment_imbalance",
     "dag_l1",

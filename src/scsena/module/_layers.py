@@ -115,22 +115,28 @@ class MaskedLinear(nn.Module):
             return dense.index_put((self.term_index, self.gene_index), self.weight)
         return self.weight * self.mask
 
-    def _member_product(self, x: torch.Tensor) -> torch.Tensor:
-        # (B, G) -> (B, T): gather member genes (pairs x B, rows contiguous), weight
-        # them, and add them up per term
-        xt = x.T[self.gene_index] * self.weight.unsqueeze(1)
-        out = xt.new_zeros(self.out_features, x.shape[0])
-        return out.index_add_(0, self.term_index, xt).T
+    def member_weights(self) -> sp.csr_matrix:
+        """The weight of each member gene in each term, ``(n_terms, n_genes)`` sparse.
+
+        Only member pairs are listed (with ``lambda_ > 0`` the non-member weights also
+        act; they are left out here).
+        """
+        w = self.effective_weight()[self.term_index, self.gene_index]
+        return _pairs_matrix(self, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Pathway activities ``(batch, n_terms)``."""
         if not self.member_only:
             return F.linear(x, self.effective_weight(), self.bias)
-        rows = max(1, self.max_gather_elements // max(1, self.n_members))
-        if x.shape[0] <= rows:
-            return self._member_product(x) + self.bias
-        parts = [self._member_product(x[i : i + rows]) for i in range(0, x.shape[0], rows)]
-        return torch.cat(parts) + self.bias
+        sums = _gathered_sums(
+            x,
+            self.gene_index,
+            self.term_index,
+            self.weight,
+            self.out_features,
+            self.max_gather_elements,
+        )
+        return sums + self.bias
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # models saved before member-only storage hold a dense (T, G) weight and a
@@ -153,6 +159,183 @@ class MaskedLinear(nn.Module):
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"lambda_={self.lambda_}, members={self.n_members}"
         )
+
+
+def _gathered_sums(
+    x: torch.Tensor,
+    gene_index: torch.Tensor,
+    out_index: torch.Tensor,
+    weight: torch.Tensor,
+    n_out: int,
+    max_elements: int,
+) -> torch.Tensor:
+    """``(B, G) -> (B, n_out)``: ``sum_pairs weight * x[:, gene]`` added up per output.
+
+    Member genes are gathered (pairs x B, rows contiguous), weighted and summed with
+    ``index_add_``, in slices of cells so that the gathered block stays under
+    ``max_elements``.
+    """
+    rows = max(1, max_elements // max(1, gene_index.numel()))
+
+    def part(xb: torch.Tensor) -> torch.Tensor:
+        xt = xb.T[gene_index] * weight.unsqueeze(1)
+        out = xt.new_zeros(n_out, xb.shape[0])
+        return out.index_add_(0, out_index, xt).T
+
+    if x.shape[0] <= rows:
+        return part(x)
+    return torch.cat([part(x[i : i + rows]) for i in range(0, x.shape[0], rows)])
+
+
+def _pairs_matrix(layer: nn.Module, values: torch.Tensor) -> sp.csr_matrix:
+    """``(n_terms, n_genes)`` CSR of one value per member pair of ``layer``."""
+    return sp.csr_matrix(
+        (
+            values.detach().cpu().double().numpy(),
+            (layer.term_index.cpu().numpy(), layer.gene_index.cpu().numpy()),
+        ),
+        shape=(layer.out_features, layer.in_features),
+    )
+
+
+class MemberMeanLayer(nn.Module):
+    """Pathway activity as a weighted mean of the term's member genes, weights >= 0.
+
+    ``a_t = sum_{g in t} p_tg x_g + b_t`` with ``p_tg = softplus(w_tg) / sum_{h in t}
+    softplus(w_th)``: non-negative weights that sum to one over the term's measured
+    members. An activity is therefore in the units of the expression (log-normalised
+    expression), and it rises exactly when its members, as the layer weighs them,
+    rise: the difference of mean activities between two groups of cells is the
+    weighted mean of its members' differences (a log-fold change), whatever the
+    training found. Normalising the weights keeps large and small terms on one scale
+    (a plain weighted sum grows with the term's size).
+
+    Terms whose measured members are identical (nested GO terms on a gene panel
+    often are) share one set of weights and one bias, so they get identical
+    activities: the data cannot tell them apart, and neither does the layer.
+
+    The weights start equal (the plain mean of members) and the biases at 0;
+    :meth:`center` moves the biases so that a reference profile (the control cells'
+    mean expression) has zero activity, which leaves every difference of activities
+    unchanged: activities then read as log-fold changes against that profile.
+
+    Parameters
+    ----------
+    membership
+        ``(n_genes, n_terms)`` sparse or dense 0/1 gene-set membership.
+    """
+
+    #: Largest ``batch x member pairs`` gathered at once (bounds the temporary memory).
+    max_gather_elements = MaskedLinear.max_gather_elements
+
+    def __init__(self, membership: sp.spmatrix | np.ndarray):
+        super().__init__()
+        by_term = sp.csr_matrix(membership).T.tocsr()  # (T, G)
+        by_term.eliminate_zeros()
+        by_term.sort_indices()
+        n_terms, n_genes = by_term.shape
+        self.in_features = n_genes
+        self.out_features = n_terms
+        counts = np.diff(by_term.indptr)
+        self.register_buffer(
+            "term_index", torch.as_tensor(np.repeat(np.arange(n_terms), counts), dtype=torch.long)
+        )
+        self.register_buffer("gene_index", torch.as_tensor(by_term.indices, dtype=torch.long))
+        groups, first = _identical_rows(by_term)
+        unique = by_term[first]
+        self.n_groups = len(first)
+        group_counts = np.diff(unique.indptr)
+        self.register_buffer("term_group", torch.as_tensor(groups, dtype=torch.long))
+        self.register_buffer(
+            "group_index",
+            torch.as_tensor(np.repeat(np.arange(self.n_groups), group_counts), dtype=torch.long),
+        )
+        self.register_buffer("group_gene_index", torch.as_tensor(unique.indices, dtype=torch.long))
+        self.weight = nn.Parameter(torch.empty(self.group_gene_index.numel()))
+        self.bias = nn.Parameter(torch.empty(self.n_groups))
+        self.reset_parameters()
+
+    @property
+    def n_members(self) -> int:
+        """Number of (gene, term) member pairs."""
+        return self.term_index.numel()
+
+    def reset_parameters(self) -> None:
+        """Equal weights (``softplus(w) = 1``) for every member, bias 0."""
+        with torch.no_grad():
+            self.weight.fill_(math.log(math.e - 1.0))
+            self.bias.zero_()
+
+    @torch.no_grad()
+    def center(self, x_mean: torch.Tensor) -> None:
+        """Set the biases so that the profile ``x_mean`` (``(n_genes,)``) has activity 0."""
+        x = x_mean.reshape(1, -1).to(self.weight.dtype)
+        by_group = _gathered_sums(
+            x,
+            self.group_gene_index,
+            self.group_index,
+            self._pair_weights(),
+            self.n_groups,
+            self.max_gather_elements,
+        )
+        self.bias.copy_(-by_group[0])
+
+    def _pair_weights(self) -> torch.Tensor:
+        """``p``: each (group, member) pair's share of its group's ``softplus`` weights."""
+        raw = F.softplus(self.weight)
+        total = raw.new_zeros(self.n_groups).index_add_(0, self.group_index, raw)
+        return raw / total[self.group_index]
+
+    def member_weights(self) -> sp.csr_matrix:
+        """The weight of each member gene in each term, ``(n_terms, n_genes)`` sparse.
+
+        Non-negative; each row sums to 1.
+        """
+        pair = self._pair_weights().detach()
+        starts = torch.zeros(self.n_groups + 1, dtype=torch.long, device=pair.device)
+        starts[1:] = torch.cumsum(torch.bincount(self.group_index, minlength=self.n_groups), 0)
+        # each term takes its group's pairs, in the group's (sorted) gene order
+        per_term = [pair[starts[g] : starts[g + 1]] for g in self.term_group.tolist()]
+        values = torch.cat(per_term) if per_term else pair.new_zeros(0)
+        return _pairs_matrix(self, values)
+
+    def effective_weight(self) -> torch.Tensor:
+        """The weight actually applied, as a dense ``(n_terms, n_genes)``."""
+        dense = self.weight.new_zeros(self.n_groups, self.in_features)
+        dense = dense.index_put((self.group_index, self.group_gene_index), self._pair_weights())
+        return dense[self.term_group]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pathway activities ``(batch, n_terms)``."""
+        by_group = _gathered_sums(
+            x,
+            self.group_gene_index,
+            self.group_index,
+            self._pair_weights(),
+            self.n_groups,
+            self.max_gather_elements,
+        )
+        return (by_group + self.bias)[:, self.term_group]
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"distinct_member_sets={self.n_groups}, members={self.n_members}"
+        )
+
+
+def _identical_rows(matrix: sp.csr_matrix) -> tuple[np.ndarray, list[int]]:
+    """Group of each row (rows of one column pattern share one) and each group's first row."""
+    seen: dict[bytes, int] = {}
+    groups = np.empty(matrix.shape[0], dtype=np.int64)
+    first: list[int] = []
+    for row in range(matrix.shape[0]):
+        key = matrix.indices[matrix.indptr[row] : matrix.indptr[row + 1]].tobytes()
+        if key not in seen:
+            seen[key] = len(first)
+            first.append(row)
+        groups[row] = seen[key]
+    return groups, first
 
 
 class _InterventionBase(nn.Module, abc.ABC):
