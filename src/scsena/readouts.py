@@ -32,17 +32,6 @@ from scsena.metrics import (
 READOUT_METHODS = ("model", "mean", "ulm")
 
 
-def _mask_sets(model) -> dict[str, list[str]]:
-    """Term -> measured member genes of the model's mask."""
-    mask = model.gene_set_mask
-    member = sparse.csc_matrix(mask.membership)
-    var = np.asarray(mask.var_names, dtype=object)
-    return {
-        term: var[member.indices[member.indptr[j] : member.indptr[j + 1]]].tolist()
-        for j, term in enumerate(mask.terms)
-    }
-
-
 def compare_readouts(
     model,
     adata=None,
@@ -107,7 +96,7 @@ def _model_free(model, splitter, labels, groups, method: str, options) -> pd.Dat
     """:func:`differential_test` of a model-free score, with plain-mean evidence."""
     import anndata as ad
 
-    sets = _mask_sets(model)
+    sets = model.gene_set_mask.gene_sets()
     rna = splitter.adata
     view = ad.AnnData(X=splitter.expression, obs=pd.DataFrame(index=rna.obs_names))
     view.var_names = rna.var_names

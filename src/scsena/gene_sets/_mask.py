@@ -127,6 +127,22 @@ class GeneSetMask:
         out[coo.row, coo.col] = coo.data.astype(dtype)
         return out
 
+    def gene_sets(self) -> dict[str, list[str]]:
+        """Each term's measured member genes (``var_names`` order), as a collection.
+
+        Returns
+        -------
+        dict
+            Term ID -> member genes, in the order of :attr:`terms`.
+        """
+        member = sp.csc_matrix(self.membership)
+        member.eliminate_zeros()
+        var = np.asarray(self.var_names, dtype=object)
+        return {
+            str(term): var[member.indices[member.indptr[j] : member.indptr[j + 1]]].tolist()
+            for j, term in enumerate(self.terms)
+        }
+
     def to_uns(self) -> dict[str, Any]:
         """Plain content to store in ``adata.uns`` (survives ``write_h5ad``/``read_h5ad``).
 

@@ -568,14 +568,7 @@ class InterpretationMixin:
             gene_sets = self.registry_["setup_args"].get("gene_sets")
         if gene_sets is not None:
             return gs.as_gene_sets(gene_sets)
-        mask = self.gene_set_mask
-        member = mask.membership.tocsr()
-        var = list(mask.var_names)
-        collection = {t: [] for t in mask.terms}
-        rows, cols = member.nonzero()
-        for r, c in zip(rows, cols):
-            collection[mask.terms[c]].append(var[r])
-        return collection
+        return self.gene_set_mask.gene_sets()
 
     @staticmethod
     def _target_ids(
