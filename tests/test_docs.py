@@ -18,6 +18,7 @@ PUBLIC_MODULES = [
     "scsena.datasets",
     "scsena.metrics",
     "scsena.evaluate",
+    "scsena.readouts",
     "scsena.tracking",
     "scsena.pl",
     "scsena.module",

@@ -75,7 +75,7 @@ def test_demo_trains_and_predicts(capsys):
                 "--n-doubles",
                 "2",
                 "--epochs",
-                "4",
+                "16",
             ]
         )
         == 0
@@ -83,7 +83,7 @@ def test_demo_trains_and_predicts(capsys):
     captured = capsys.readouterr()
     out = captured.out
     for key in (
-        "[train] 4 epochs",
+        "[train] 16 epochs",
         "[eval] unseen doubles",
         "[predict] unseen double",
         "[interpret]",
@@ -111,10 +111,7 @@ def test_demo_trains_and_predicts(capsys):
     assert "[interpret] activation-score test over 5 targets" in out
     # progress is on: one line per epoch (pytest's stderr is not a terminal)
     assert [ln.split()[1] for ln in captured.err.splitlines() if ln.startswith("epoch ")] == [
-        "1/4",
-        "2/4",
-        "3/4",
-        "4/4",
+        f"{i}/16" for i in range(1, 17)
     ]
 
 

@@ -385,48 +385,61 @@ def simulate_perturbseq(
         params["n_programs"],
         params["n_genes"],
     )
-    if traps.knockout:  # recorded only off the default: activation output is unchanged
+    plain = resolve_traps("activation", None, None, None, None, None, 1, params["n_genes"])
+    if traps != plain:  # recorded only off the default: activation's params are unchanged
         params.update(traps.as_params())
 
-    root = np.random.SeedSequence(seed)
+    return _simulate(params, traps, int(n_batches), float(batch_effect), n_jobs)
+
+
+def _simulate(
+    p: dict, traps: Traps, n_batches: int, batch_effect: float, n_jobs: int | None
+) -> ad.AnnData:
+    """The simulated screen of checked parameters ``p`` (see :func:`simulate_perturbseq`)."""
+    root = np.random.SeedSequence(p["seed"])
     # A fourth child for batches and a fifth for the traps: children are numbered, so
     # the first three streams stay those of one batch without traps.
     ss_struct, ss_design, ss_cells, ss_batch, ss_traps = root.spawn(5)
     rng = np.random.default_rng(ss_struct)
     structure = _draw_structure(
         rng,
-        n_genes,
-        n_programs,
-        dag_density,
-        baseline_sd,
-        dispersion,
-        loading_noise,
+        p["n_genes"],
+        p["n_programs"],
+        p["dag_density"],
+        p["baseline_sd"],
+        p["dispersion"],
+        p["loading_noise"],
         traps.redundant_programs,
     )
-    targets = _draw_targets(rng, structure, n_targets, effect_size, baseline_sd, traps.sign)
+    effect_size = p["effect_size"]
+    targets = _draw_targets(
+        rng, structure, p["n_targets"], effect_size, p["baseline_sd"], traps.sign
+    )
     targets, nuisance = _set_traps(np.random.default_rng(ss_traps), structure, targets, traps)
 
     drng = np.random.default_rng(ss_design)
-    conditions = _draw_conditions(drng, targets, n_doubles, interaction_strength * effect_size)
-    cond = _assign_cells(drng, n_cells, control_fraction, len(conditions.labels))
+    interaction = p["interaction_strength"] * effect_size
+    conditions = _draw_conditions(drng, targets, p["n_doubles"], interaction)
+    n_cells = p["n_cells"]
+    cond = _assign_cells(drng, n_cells, p["control_fraction"], len(conditions.labels))
     heldout = _heldout(drng, list(targets.symbols))
-    batch, batch_effects = _draw_batches(ss_batch, n_cells, n_genes, int(n_batches), batch_effect)
+    batch, batch_effects = _draw_batches(ss_batch, n_cells, p["n_genes"], n_batches, batch_effect)
 
     model = _CellModel.build(
         structure,
         targets,
         conditions,
-        traps.sign * direct_effect,
-        library_size,
+        traps.sign * p["direct_effect"],
+        tuple(p["library_size"]),
         batch_effects,
         nuisance,
     )
     counts, X = _generate_counts(model, ss_cells, cond, batch, n_jobs)
 
-    obs = _cell_table(conditions, cond, batch, int(n_batches))
+    obs = _cell_table(conditions, cond, batch, n_batches)
     var = pd.DataFrame({"gene_symbols": structure.symbols}, index=pd.Index(structure.var_names))
     adata = ad.AnnData(X=X, obs=obs, var=var, layers={"counts": counts})
-    truth = _ground_truth(structure, targets, conditions, params)
+    truth = _ground_truth(structure, targets, conditions, p)
     truth.update(_trap_truth(structure, targets, model, traps, nuisance))
     if batch is not None:
         truth["batches"] = np.asarray(obs["batch"].cat.categories)

@@ -217,7 +217,8 @@ class MemberMeanLayer(nn.Module):
     The weights start equal (the plain mean of members) and the biases at 0;
     :meth:`center` moves the biases so that a reference profile (the control cells'
     mean expression) has zero activity, which leaves every difference of activities
-    unchanged: activities then read as log-fold changes against that profile.
+    unchanged. Weights and biases are then learned; no difference of activities ever
+    depends on the biases.
 
     Parameters
     ----------

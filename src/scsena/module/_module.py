@@ -36,6 +36,34 @@ from ._losses import (
 MEMBER_MEAN_SCALE = 0.1
 
 
+def _first_layer(
+    membership: sp.spmatrix | np.ndarray, encoder: str, sena_lambda: float, member_weights: str
+) -> tuple[nn.Module, float]:
+    """The encoder's first layer and the factor its activities are multiplied by."""
+    if member_weights not in ("free", "nonnegative"):
+        raise ValueError(f"member_weights must be 'free' or 'nonnegative', got {member_weights!r}.")
+    if encoder == "original":
+        n_genes, n_terms = membership.shape
+        return nn.Linear(n_genes, n_terms), 1.0
+    if encoder != "sena":
+        raise ValueError(f"encoder must be 'sena' or 'original', got {encoder!r}.")
+    if member_weights == "free":
+        return MaskedLinear(membership, sena_lambda), 1.0
+    if sena_lambda != 0:
+        raise ValueError(
+            f"sena_lambda={sena_lambda} gives every gene a weight in every term, which a "
+            "weighted mean of the members cannot hold: pass member_weights='free' with "
+            "sena_lambda > 0 (or sena_lambda=0)."
+        )
+    # Weighted means vary across cells far more than the reference's first layer (small
+    # weights of both signs) and make the latent factors, hence each cell's predicted
+    # shift, vary from cell to cell. Measured on unseen doubles (4 seeds with ~70 cells
+    # per perturbation, 3 of the standard simulator): at full scale, worse than free
+    # weights with few cells (MMD 0.95 vs 0.76); at 0.1, better there (0.67) and on par
+    # on the standard simulator.
+    return MemberMeanLayer(membership), MEMBER_MEAN_SCALE
+
+
 class SENAModule(BaseModuleClass):
     """SENA-discrepancy-VAE network.
 
@@ -134,7 +162,6 @@ class SENAModule(BaseModuleClass):
                 f"The gene-set mask has {membership.shape[0]} genes but the data has {n_genes}."
             )
         self.encoder_kind = encoder
-        self.activity_scale = 1.0  # what the encoder's heads multiply activities by
         self.n_latent = n_latent
         self.mmd_sigma = mmd_sigma
         self.lambda_l1 = lambda_l1
@@ -147,31 +174,9 @@ class SENAModule(BaseModuleClass):
         self.prediction = prediction
         self.lambda_balance = float(lambda_balance)
         self.lambda_mean = float(lambda_mean)
-        if member_weights not in ("free", "nonnegative"):
-            raise ValueError(
-                f"member_weights must be 'free' or 'nonnegative', got {member_weights!r}."
-            )
-        if encoder == "sena" and member_weights == "nonnegative":
-            if sena_lambda != 0:
-                raise ValueError(
-                    f"sena_lambda={sena_lambda} gives every gene a weight in every term, "
-                    "which a weighted mean of the members cannot hold: pass "
-                    "member_weights='free' with sena_lambda > 0 (or sena_lambda=0)."
-                )
-            self.fc1 = MemberMeanLayer(membership)
-            # weighted means vary across cells far more than the reference's first layer
-            # (small weights of both signs) and make the latent factors, hence each
-            # cell's predicted shift, vary from cell to cell. Measured on unseen doubles
-            # (3 seeds each): at full scale, worse than free weights with ~70 cells per
-            # perturbation (MMD 0.95 vs 0.76); at 0.1, better there (0.67) and on par
-            # on the standard simulator (energy 1.72 vs 1.71)
-            self.activity_scale = MEMBER_MEAN_SCALE
-        elif encoder == "sena":
-            self.fc1 = MaskedLinear(membership, sena_lambda)
-        elif encoder == "original":
-            self.fc1 = nn.Linear(n_genes, n_terms)
-        else:
-            raise ValueError(f"encoder must be 'sena' or 'original', got {encoder!r}.")
+        self.fc1, self.activity_scale = _first_layer(
+            membership, encoder, sena_lambda, member_weights
+        )
         self.fc_mean = nn.Linear(n_terms, n_latent)
         self.fc_var = nn.Linear(n_terms, n_latent)
         if assignment == "mlp":
