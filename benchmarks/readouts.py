@@ -68,6 +68,7 @@ def run(seeds: list[int], epochs: int, presets: list[str]) -> tuple[pd.DataFrame
             methods = ("model", "mean", "ulm") if first else ("model",)
             scores = _scored(model, data, methods)
             scores["method"] = scores["method"].replace({"model": f"scsena preset={preset!r}"})
+            # (docs label these "model, default preset" and "model, preset='reference'")
             scores["seed"] = seed
             rows.append(scores)
             models[preset].append(model)

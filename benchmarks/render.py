@@ -1,7 +1,7 @@
 """Write the tables and output blocks of the docs from benchmarks/results/*.json.
 
-docs/benchmarks.md (speed and memory) and the batch section of docs/results.md are
-rewritten.
+docs/benchmarks.md (speed and memory) and the batch and readout sections of
+docs/results.md are rewritten.
 
 Each generated part of the page sits between two comment lines (blank lines around
 the part)::
@@ -237,6 +237,71 @@ def preset_steps_excerpt(results: dict[str, dict]) -> str:
     return output_block([header] + [line for line in lines if rows.match(line)])
 
 
+def member_weights_excerpt(results: dict[str, dict]) -> str:
+    """Step table of the default with non-negative and with free member weights."""
+    lines = results["train_throughput_member_weights"]["output"]
+    rows = re.compile(r"^\s*\d+ (default|free)\s|^batch \d+: default / member_weights=")
+    header = next(line for line in lines if line.startswith("batch path"))
+    return output_block([header] + [line for line in lines if rows.match(line)])
+
+
+READOUT_COLUMNS = [
+    ("sign_one_way", "sign of significant rows whose moving members go one way"),
+    ("sign_all_members", "the same, counting every member (no 0.1 threshold)"),
+    ("top_k_recall", "true program in the top 5"),
+    ("top_k_direction", "... with the true direction"),
+    ("truth_sign", "significant rows with the true sign"),
+    ("null_quiet", "null targets with no call beyond their own gene's terms"),
+    ("identical_max_diff", "largest effect gap between identical-member terms"),
+]
+
+
+#: How the methods of the readouts run are shown.
+READOUT_LABELS = {
+    "scsena preset='scsena'": "model, default preset",
+    "scsena preset='reference'": "model, `preset=\"reference\"`",
+    "mean": "mean of member genes",
+    "ulm": "decoupler ULM",
+}
+
+
+def readouts_table(results: dict[str, dict]) -> str:
+    """Readouts against the knock-out simulator's truth: model and model-free, per seed."""
+    scores = results["readouts"]["results"]["scores"]
+    by_method: dict[str, list[dict]] = {}
+    for row in scores:
+        by_method.setdefault(row["method"], []).append(row)
+    rows = []
+    for method, runs in by_method.items():
+        cells = []
+        for key, _ in READOUT_COLUMNS:
+            values = [r[key] for r in runs]
+            mean = sum(values) / len(values)
+            text = f"{mean:.3f}" if len(values) == 1 else f"{mean:.3f} (min {min(values):.3f})"
+            cells.append(text)
+        seeds = "model-free: one data set" if len(runs) == 1 else f"{len(runs)} seeds"
+        rows.append([f"{READOUT_LABELS.get(method, method)} ({seeds})", *cells])
+    return table(["method", *[label for _, label in READOUT_COLUMNS]], rows)
+
+
+def readouts_consensus(results: dict[str, dict]) -> str:
+    """Agreement over seeds of each preset's calls."""
+    res = results["readouts"]["results"]["consensus"]
+    rows = [
+        [
+            preset,
+            str(c["significant_in_all"]),
+            f"{c['same_direction_in_all']:.1%}",
+            str(c["top5_calls"]),
+            f"{c['top5_in_all']:.1%}",
+        ]
+        for preset, c in res.items()
+    ]
+    header = ["preset", "calls significant in every seed", "... same direction in every seed"]
+    header += ["(perturbation, term) in some seed's top 5", "... in every seed's top 5"]
+    return table(header, rows)
+
+
 def batch_covariates(results: dict[str, dict]) -> str:
     """Per-batch L2 error on unseen doubles without and with ``batch_key``; paired by seed."""
     res = results["batch_covariates"]["results"]
@@ -270,9 +335,15 @@ SECTIONS: dict[str, Callable[[dict[str, dict]], str]] = {
     "scale-backed-output": printed("scale_backed"),
     "scale-backed": scale_backed,
     "cli-startup-output": printed("cli_startup"),
+    "member-weights-steps": member_weights_excerpt,
 }
 PAGES["benchmarks.md"] = SECTIONS
-PAGES["results.md"] = {"batch-covariates": batch_covariates}
+PAGES["results.md"] = {
+    "batch-covariates": batch_covariates,
+    "readouts": readouts_table,
+    "readouts-consensus": readouts_consensus,
+    "readouts-output": printed("readouts"),
+}
 
 
 def render(page: str, results: dict[str, dict], sections: dict | None = None) -> str:

@@ -48,6 +48,7 @@ CONFIGS = {
     "scsena - mean-shift term": {"model": {"lambda_mean": 0.0}},
     "scsena - residual (decoded cells)": {"model": {"prediction": "direct"}},
     "scsena + best-epoch selection": {"model": {}, "train": {"select_best_epoch": True}},
+    "scsena - non-negative member weights (free)": {"model": {"member_weights": "free"}},
 }
 MAIN = ["reference", "scsena", "scsena, dense encoder"]
 ABLATIONS = [
@@ -57,6 +58,7 @@ ABLATIONS = [
     "scsena - mean-shift term",
     "scsena - residual (decoded cells)",
     "scsena + best-epoch selection",
+    "scsena - non-negative member weights (free)",
 ]
 #: Simulator settings.
 SETTINGS = {

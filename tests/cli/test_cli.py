@@ -220,6 +220,15 @@ def test_train_evaluate_activity_with_mlflow(tmp_path, capsys):
     assert _wrote(printed) == {str(p) for p in save.rglob("*") if p.is_file()} - {
         str(p) for p in before
     }
+    # every seed gets its differential activity, with the genes behind each call, and
+    # the run a consensus over its seeds
+    for seed in (0, 1):
+        da = pd.read_csv(save / f"seed{seed}" / "differential_activity.tsv", sep="\t")
+        assert {"members_lfc", "driver_genes", "consistent"} <= set(da.columns)
+    consensus = pd.read_csv(save / "activity_consensus.tsv", sep="\t")
+    assert (consensus["n_seeds"] == 2).all()
+    agree = (consensus["agree_direction"] == 2).mean()
+    assert f"{agree:.1%} of (perturbation, BP) calls agree in direction" in printed
 
 
 def _wrote(printed: str) -> set[str]:
