@@ -51,6 +51,7 @@ _LAZY = {
     "pl": (".pl", None),
     # sub-packages that earlier versions made available on ``import scsena``
     "evaluate": (".evaluate", None),
+    "readouts": (".readouts", None),
     "model": (".model", None),
     "module": (".module", None),
     "train": (".train", None),

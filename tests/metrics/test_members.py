@@ -85,3 +85,11 @@ def test_gene_set_scores_mean_dense_and_sparse_agree():
     dense.X = dense.X.toarray()
     np.testing.assert_allclose(gene_set_scores(dense, sets), sparse_scores)
     np.testing.assert_allclose(sparse_scores["T1"], [1.0, 2.0, 2.5, 2.5])
+
+
+def test_ulm_without_decoupler_names_the_extra(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "decoupler", None)  # import decoupler fails
+    with pytest.raises(ImportError, match=r"pip install 'scsena\[eval\]'"):
+        gene_set_scores(_toy(), {"T1": ["e0", "e3"]}, method="ulm")
