@@ -19,11 +19,14 @@ evaluation loop (``ref_mmd``, ``ref_mse``, ``ref_kl``: batches of 32 stacked in
 chunks of 10, one value per fold) and their per-batch averages per perturbation
 (``batch_mmd`` ...); the number of distinct latent factors the targets are assigned
 to (and, on simulated data, the recovery of the true assignment); and the
-activation-score test.
+activation-score test, of the model's activities and of two model-free scores of the
+same gene sets (``mean``: the mean of member genes; ``ulm``: decoupler's univariate
+linear model).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +45,8 @@ from scsena.metrics import (
 )
 
 BASELINES = ("control", "additive")
+#: Model-free readouts given the activation-score test beside the model's activities.
+READOUT_BASELINES = ("mean", "ulm")
 FOLDS = (FOLD_TRAIN, FOLD_TEST, FOLD_DOUBLE)
 #: ``perturbation`` of results that describe a whole fold or the whole model.
 FOLD_WIDE = "(all)"
@@ -98,6 +103,7 @@ def evaluate_model(
     activation_test: bool = True,
     seed: int = 0,
     de_cache: dict | None = None,
+    readout_baselines: Sequence[str] = READOUT_BASELINES,
 ) -> EvaluationResult:
     """Evaluate a trained :class:`~scsena.SENAVAE` and baselines on the same cells.
 
@@ -122,12 +128,19 @@ def evaluate_model(
     temperature
         Inference temperature.
     activation_test
-        Add recall@25, recall@100 and z-diff (fold ``train``: single perturbations).
+        Add recall@25, recall@100 and z-diff (fold ``train``: single perturbations),
+        for the model and for each of ``readout_baselines``.
     seed
         Seed of the control draws and of the predictions.
     de_cache
         A dict reused across calls on the same data: DE genes depend on the data only,
         so evaluating several models computes them once.
+    readout_baselines
+        Model-free scores of the model's gene sets that get the activation-score test
+        beside the model's activities (methods ``"mean"``, the mean of member genes,
+        and ``"ulm"``, decoupler's univariate linear model): whether the model's
+        pathway layer adds anything over them. ``"ulm"`` needs decoupler (``pip
+        install 'scsena[eval]'``); without it that row is left out with a warning.
 
     Returns
     -------
@@ -157,6 +170,8 @@ def evaluate_model(
     rows.extend(_assignment_rows(model, data.adata, name, temperature))
     if activation_test:
         rows.extend(_activation_rows(model, data.adata, name))
+        for readout in readout_baselines:
+            rows.extend(_activation_rows(model, data.adata, readout, readout=readout))
     results = pd.DataFrame(rows, columns=["method", "fold", "perturbation", "metric", "value"])
     return EvaluationResult(results, {"seed": seed, "temperature": temperature})
 
@@ -243,9 +258,17 @@ def _baseline_predictions(
     return preds
 
 
-def _activation_rows(model, adata, name: str) -> list:
+def _activation_rows(model, adata, name: str, readout: str = "model") -> list:
     """recall@25, recall@100 and z-diff of the activation-score test, per target."""
-    act = model.activation_test(adata, ks=(25, 100))
+    if readout not in ("model", *READOUT_BASELINES):
+        raise ValueError(
+            f"Unknown readout baseline {readout!r}; known: {list(READOUT_BASELINES)}."
+        )
+    try:
+        act = model.activation_test(adata, ks=(25, 100), readout=readout)
+    except ImportError as err:  # ulm without decoupler: said, not silent
+        warnings.warn(f"The {readout!r} readout baseline is left out: {err}", stacklevel=3)
+        return []
     return [
         (name, FOLD_TRAIN, rec["perturbation"], k, float(rec[k]))
         for rec in act.to_dict("records")

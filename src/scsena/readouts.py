@@ -23,7 +23,6 @@ from scsena.data import KIND_CONTROL
 from scsena.datasets import SIMULATION_UNS_KEY
 from scsena.metrics import (
     differential_test,
-    gene_set_scores,
     group_mean_difference,
     member_evidence,
 )
@@ -82,7 +81,7 @@ def compare_readouts(
             )
         else:
             options = (gene_symbols, min_lfc)
-            table = _model_free(model, splitter, labels, groups, method, options)
+            table = _model_free(model, adata, splitter, labels, groups, method, options)
         frames.append(table.assign(method=method))
     out = pd.concat(frames, ignore_index=True)
     return out[["method", *[c for c in out.columns if c != "method"]]]
@@ -92,18 +91,14 @@ def _label_order(label: str) -> tuple[int, str]:
     return label.count(","), label
 
 
-def _model_free(model, splitter, labels, groups, method: str, options) -> pd.DataFrame:
+def _model_free(model, adata, splitter, labels, groups, method: str, options) -> pd.DataFrame:
     """:func:`differential_test` of a model-free score, with plain-mean evidence."""
-    import anndata as ad
-
     sets = model.gene_set_mask.gene_sets()
     rna = splitter.adata
-    view = ad.AnnData(X=splitter.expression, obs=pd.DataFrame(index=rna.obs_names))
-    view.var_names = rna.var_names
-    scores = gene_set_scores(view, sets, method=method).reindex(columns=model.term_ids_)
     keep = np.flatnonzero((labels == "") | np.isin(labels, groups))
+    scores = model.gene_set_scores(adata, indices=keep, method=method)
     table = differential_test(
-        scores.to_numpy()[keep],
+        scores.to_numpy(),
         labels[keep],
         model.term_ids_,
         control_value="",

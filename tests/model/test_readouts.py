@@ -205,3 +205,23 @@ def test_compare_and_score_against_truth(ko):
     del plain.uns["scsena_simulation"]
     with pytest.raises(ValueError, match="ground truth"):
         readouts.score_readouts(table, plain, models[0].gene_set_mask.gene_sets())
+
+
+def test_model_gene_set_scores_and_activation_test_beside_the_model(ko):
+    adata, models = ko
+    model = models[0]
+    scores = model.gene_set_scores(indices=np.arange(50), batch_size=16)
+    assert list(scores.columns) == model.term_ids_ and len(scores) == 50
+    sets = model.gene_set_mask.gene_sets()
+    whole = gene_set_scores(adata[:50], sets).reindex(columns=model.term_ids_)
+    np.testing.assert_allclose(scores.to_numpy(), whole.to_numpy(), atol=1e-5)
+    for readout in ("mean", "ulm"):
+        test = model.activation_test(readout=readout)
+        assert test["recall@25"].between(0, 1).all()
+    from scsena.evaluate import evaluate_model
+
+    res = evaluate_model(model, folds=(), n_de_genes=0).results
+    recall = res[res["metric"] == "recall@25"]
+    assert set(recall["method"]) == {"sena", "mean", "ulm"}
+    with pytest.raises(ValueError, match="Unknown readout baseline"):
+        evaluate_model(model, folds=(), n_de_genes=0, readout_baselines=("gsva",))

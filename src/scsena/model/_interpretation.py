@@ -24,6 +24,7 @@ from scsena.metrics import (
     member_evidence,
     rank_genes_groups_uns,
 )
+from scsena.metrics import gene_set_scores as metrics_gene_set_scores
 from scsena.module import MemberMeanLayer
 
 from ._prediction import inference_batch_size
@@ -559,6 +560,53 @@ class InterpretationMixin:
             out[key] = pd.DataFrame(w, index=index, columns=names)
         return out
 
+    def gene_set_scores(
+        self,
+        adata: ad.AnnData | None = None,
+        indices: Sequence[int] | None = None,
+        method: Literal["mean", "ulm"] = "mean",
+        batch_size: int = 4096,
+    ) -> pd.DataFrame:
+        """Model-free scores of the model's terms: the comparators of its activities.
+
+        The same terms and measured member genes as the model's mask, on the
+        registered expression, scored without a model by
+        :func:`scsena.metrics.gene_set_scores`: ``"mean"`` (mean log expression of
+        the members) or ``"ulm"`` (decoupler's univariate linear model; ``pip install
+        'scsena[eval]'``). Both score each cell on its own, so cells are scored in
+        batches.
+
+        Parameters
+        ----------
+        adata
+            Registered AnnData (default: the model's).
+        indices
+            Cells to score (default: all).
+        method
+            ``"mean"`` or ``"ulm"``.
+        batch_size
+            Cells scored at once.
+
+        Returns
+        -------
+        ``cells x terms`` DataFrame (columns follow :attr:`term_ids_`).
+        """
+        splitter = self.data_splitter(adata)
+        rna = splitter.adata
+        idx = np.arange(rna.n_obs) if indices is None else np.asarray(indices)
+        sets = self.gene_set_mask.gene_sets()
+        var = pd.DataFrame(index=rna.var_names)
+        parts = []
+        for start, rows in zip(
+            range(0, len(idx), batch_size), splitter.iter_rows(idx, batch_size)
+        ):
+            names = rna.obs_names[idx[start : start + batch_size]]
+            chunk = ad.AnnData(X=rows.numpy(), obs=pd.DataFrame(index=names), var=var)
+            parts.append(metrics_gene_set_scores(chunk, sets, method=method))
+        if not parts:
+            return pd.DataFrame(columns=self.term_ids_, dtype=np.float64)
+        return pd.concat(parts).reindex(columns=self.term_ids_)
+
     # ---------------------------------------------------------- evaluation
     def _affected_collection(
         self, gene_sets: str | Path | pd.DataFrame | Mapping | None
@@ -648,12 +696,16 @@ class InterpretationMixin:
         gene_sets: str | Path | pd.DataFrame | Mapping | None = None,
         ks: Sequence[int] = (25, 100),
         return_scores: bool = False,
+        readout: Literal["model", "mean", "ulm"] = "model",
     ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
         """The activation-score interpretability test on single perturbations.
 
         Each BP is scored per perturbation by how its activity differs between
         control and perturbed cells; a BP is affected when its gene set contains the
-        perturbed gene. Reports recall@k and z-diff per perturbation.
+        perturbed gene. Reports recall@k and z-diff per perturbation. With
+        ``readout="mean"`` or ``"ulm"`` the same test runs on a model-free score of the
+        same BPs (:meth:`gene_set_scores`), the comparator that says whether the
+        model's activities add anything.
 
         Parameters
         ----------
@@ -670,6 +722,9 @@ class InterpretationMixin:
             Cut-offs of recall@k.
         return_scores
             Also return the ``perturbations x terms`` scores.
+        readout
+            ``"model"`` (the pathway activities), ``"mean"`` or ``"ulm"`` (see
+            :meth:`gene_set_scores`).
 
         Returns
         -------
@@ -679,7 +734,10 @@ class InterpretationMixin:
         adata, parsed = splitter.adata, splitter.perturbations
         kind = parsed.kind
         keep = np.flatnonzero((kind == "control") | (kind == "single"))
-        act = self.get_pathway_activity(adata, indices=keep, key_added=None)
+        if readout == "model":
+            act = self.get_pathway_activity(adata, indices=keep, key_added=None)
+        else:
+            act = self.gene_set_scores(adata, indices=keep, method=readout).to_numpy()
         labels = parsed.labels.to_numpy()[keep]
         present = [t for t in self.targets_ if (labels == t).any()]
         scores = activation_scores(act, labels, self.term_ids_, "", present, method)
