@@ -420,6 +420,20 @@ def print_step_table(bs: int, res: dict, device) -> None:
         print(line)
 
 
+def _step_ratio(bs: int, path: dict, other: dict, label: str) -> dict:
+    """Print and return ``path``'s step time over ``other``'s (and with the batch read)."""
+    ratio = {
+        "step": path["step_ms"] / other["step_ms"],
+        "read_and_step": (path["data_ms"] + path["step_ms"])
+        / (other["data_ms"] + other["step_ms"]),
+    }
+    print(
+        f"batch {bs}: default / {label} step time = "
+        f"{ratio['step']:.2f}x (batch read + step {ratio['read_and_step']:.2f}x)"
+    )
+    return ratio
+
+
 def compare_paths(bs: int, res: dict) -> dict:
     """Print and return scsena / reference and default / preset='reference' ratios."""
     versus_reference = None
@@ -435,24 +449,8 @@ def compare_paths(bs: int, res: dict) -> dict:
             f"(compute only {versus_reference['compute_cells_s']:.1f}x, "
             f"batch read {versus_reference['batch_read']:.0f}x faster)"
         )
-    d, b = res["default"], res["scsena"]
-    versus_preset = {
-        "step": d["step_ms"] / b["step_ms"],
-        "read_and_step": (d["data_ms"] + d["step_ms"]) / (b["data_ms"] + b["step_ms"]),
-    }
-    print(
-        f"batch {bs}: default / preset='reference' step time = "
-        f"{versus_preset['step']:.2f}x (batch read + step {versus_preset['read_and_step']:.2f}x)"
-    )
-    f = res["free"]
-    versus_free = {
-        "step": d["step_ms"] / f["step_ms"],
-        "read_and_step": (d["data_ms"] + d["step_ms"]) / (f["data_ms"] + f["step_ms"]),
-    }
-    print(
-        f"batch {bs}: default / member_weights='free' step time = "
-        f"{versus_free['step']:.2f}x (batch read + step {versus_free['read_and_step']:.2f}x)"
-    )
+    versus_preset = _step_ratio(bs, res["default"], res["scsena"], "preset='reference'")
+    versus_free = _step_ratio(bs, res["default"], res["free"], "member_weights='free'")
     return {
         "scsena_over_reference": versus_reference,
         "default_over_reference_preset": versus_preset,

@@ -22,6 +22,7 @@ from scipy import sparse
 from scsena.data import KIND_CONTROL
 from scsena.datasets import SIMULATION_UNS_KEY
 from scsena.metrics import (
+    consistent_sign,
     differential_test,
     group_mean_difference,
     member_evidence,
@@ -116,8 +117,7 @@ def _model_free(model, adata, splitter, labels, groups, method: str, options) ->
     diff = group_mean_difference(rows, labels[keep], groups, "")
     evidence = member_evidence(diff, groups, model.term_ids_, weights, names, 3, min_lfc)
     table = table.merge(evidence, on=["perturbation", "term"], how="left", sort=False)
-    agree = np.sign(table["effect"]) == np.sign(table["members_lfc"])
-    table["consistent"] = pd.array(agree, dtype="boolean")
+    table["consistent"] = consistent_sign(table["effect"], table["members_lfc"])
     return table
 
 

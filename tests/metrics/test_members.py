@@ -7,6 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 from scsena.metrics import (
+    consistent_sign,
     gene_set_matrix,
     gene_set_scores,
     group_mean_difference,
@@ -93,3 +94,8 @@ def test_ulm_without_decoupler_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "decoupler", None)  # import decoupler fails
     with pytest.raises(ImportError, match=r"pip install 'scsena\[eval\]'"):
         gene_set_scores(_toy(), {"T1": ["e0", "e3"]}, method="ulm")
+
+
+def test_consistent_sign():
+    out = consistent_sign([0.5, -0.2, 1e-9, 0.3, 0.1], [0.4, 0.1, -1e-9, np.nan, -0.1])
+    assert out.tolist() == [True, False, True, pd.NA, False]

@@ -13,6 +13,7 @@ from ._expression import (
     top_de_genes,
 )
 from ._members import (
+    consistent_sign,
     gene_set_matrix,
     gene_set_scores,
     group_mean_difference,
@@ -25,6 +26,7 @@ __all__ = [
     "additive_baseline",
     "affected_terms",
     "assignment_recovery",
+    "consistent_sign",
     "delta_metrics",
     "differential_test",
     "energy_distance",

@@ -166,6 +166,32 @@ def member_evidence(
     return pd.concat(frames, ignore_index=True)[list(MEMBER_COLUMNS)]
 
 
+def consistent_sign(effect, members_lfc, tol: float = 1e-6) -> pd.Series:
+    """Whether each effect has the sign of its members' log-fold change.
+
+    Values within ``tol`` of 0 count as 0 (so two near-zero values agree); a missing
+    ``members_lfc`` (a layer without member genes) gives a missing answer.
+
+    Parameters
+    ----------
+    effect, members_lfc
+        Columns of equal length (:meth:`~scsena.SENAVAE.differential_activity`).
+    tol
+        Values this close to 0 have no sign.
+
+    Returns
+    -------
+    A nullable boolean Series (pandas ``"boolean"``), indexed as ``effect``.
+    """
+    effect = pd.Series(effect)
+    members = pd.Series(members_lfc, index=effect.index)
+    a = np.sign(np.where(np.abs(effect) <= tol, 0.0, effect))
+    b = np.sign(np.where(np.abs(members) <= tol, 0.0, members))
+    same = pd.Series(a == b, index=effect.index, dtype="boolean")
+    same[members.isna().to_numpy()] = pd.NA
+    return same
+
+
 def _drivers(
     w: sparse.csr_matrix,
     row_of: np.ndarray,

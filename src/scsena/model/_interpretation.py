@@ -18,6 +18,7 @@ from scsena.data import KIND_CONTROL, mask_from_state, normalise_labels
 from scsena.metrics import (
     activation_scores,
     affected_terms,
+    consistent_sign,
     differential_test,
     group_mean_difference,
     interpretability_metrics,
@@ -43,15 +44,6 @@ def _check_key(mapping, key: str, where: str, ours, overwrite: bool) -> None:
         f"{where}[{key!r}] already exists and was not written by scsena; pass another "
         "`key_added`, or `overwrite=True` to replace it."
     )
-
-
-def _same_sign(effect: pd.Series, members: pd.Series, tol: float = 1e-6) -> pd.Series:
-    """Whether two columns agree in sign (values within ``tol`` of 0 count as 0)."""
-    a = np.sign(np.where(np.abs(effect) <= tol, 0.0, effect))
-    b = np.sign(np.where(np.abs(members) <= tol, 0.0, members))
-    same = pd.Series(a == b, index=effect.index, dtype="boolean")
-    same[members.isna().to_numpy()] = pd.NA
-    return same
 
 
 def _written_by_scsena(value) -> bool:
@@ -368,7 +360,7 @@ class InterpretationMixin:
             splitter, keep, labels[keep], groups, orientation, gene_symbols, (n_drivers, min_lfc)
         )
         out = out.merge(evidence, on=["perturbation", "term"], how="left", sort=False)
-        out["consistent"] = _same_sign(out["effect"], out["members_lfc"])
+        out["consistent"] = consistent_sign(out["effect"], out["members_lfc"])
         out.attrs["orientation"] = orientation
         return out
 

@@ -271,15 +271,7 @@ class MemberMeanLayer(nn.Module):
     def center(self, x_mean: torch.Tensor) -> None:
         """Set the biases so that the profile ``x_mean`` (``(n_genes,)``) has activity 0."""
         x = x_mean.reshape(1, -1).to(self.weight.dtype)
-        by_group = _gathered_sums(
-            x,
-            self.group_gene_index,
-            self.group_index,
-            self._pair_weights(),
-            self.n_groups,
-            self.max_gather_elements,
-        )
-        self.bias.copy_(-by_group[0])
+        self.bias.copy_(-self._group_means(x)[0])
 
     def _pair_weights(self) -> torch.Tensor:
         """``p``: each (group, member) pair's share of its group's ``softplus`` weights."""
@@ -306,9 +298,9 @@ class MemberMeanLayer(nn.Module):
         dense = dense.index_put((self.group_index, self.group_gene_index), self._pair_weights())
         return dense[self.term_group]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pathway activities ``(batch, n_terms)``."""
-        by_group = _gathered_sums(
+    def _group_means(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, n_groups)``: each distinct member set's weighted mean, without bias."""
+        return _gathered_sums(
             x,
             self.group_gene_index,
             self.group_index,
@@ -316,7 +308,10 @@ class MemberMeanLayer(nn.Module):
             self.n_groups,
             self.max_gather_elements,
         )
-        return (by_group + self.bias)[:, self.term_group]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pathway activities ``(batch, n_terms)``."""
+        return (self._group_means(x) + self.bias)[:, self.term_group]
 
     def extra_repr(self) -> str:
         return (
