@@ -188,6 +188,10 @@ def consensus_activity(
     ``mean_effect``, ``mean_std_effect``, ``members_lfc`` (mean over seeds). Ordered
     within each perturbation by ``n_top_k`` (descending), then ``median_rank``.
     """
+    if int(top_k) != top_k or top_k < 1:
+        raise ValueError(f"top_k must be a whole number >= 1, got {top_k!r}.")
+    if not 0 < fdr <= 1:
+        raise ValueError(f"fdr must be in (0, 1], got {fdr!r}.")
     results = list(results)
     if len(results) < 2:
         raise ValueError(f"A consensus needs at least 2 models or tables, got {len(results)}.")

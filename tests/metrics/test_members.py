@@ -99,3 +99,13 @@ def test_ulm_without_decoupler_names_the_extra(monkeypatch):
 def test_consistent_sign():
     out = consistent_sign([0.5, -0.2, 1e-9, 0.3, 0.1], [0.4, 0.1, -1e-9, np.nan, -0.1])
     assert out.tolist() == [True, False, True, pd.NA, False]
+
+
+def test_member_evidence_checks_its_options():
+    w = sp.csr_matrix(np.eye(2))
+    with pytest.raises(ValueError, match="n_drivers must be"):
+        member_evidence(np.zeros((1, 2)), ["A"], ["T1", "T2"], w, ["a", "b"], n_drivers=-1)
+    with pytest.raises(ValueError, match="min_lfc must be"):
+        member_evidence(np.zeros((1, 2)), ["A"], ["T1", "T2"], w, ["a", "b"], min_lfc=-0.1)
+    none = member_evidence(np.ones((1, 2)), ["A"], ["T1", "T2"], w, ["a", "b"], n_drivers=0)
+    assert none["driver_genes"].tolist() == ["", ""]

@@ -155,6 +155,10 @@ def test_consensus_refuses_models_of_other_genes_terms_or_targets(ko):
         readouts.consensus_activity([da, da[da["term"] != da["term"].iloc[0]]])
     with pytest.raises(ValueError, match="at least 2"):
         readouts.consensus_activity([da])
+    with pytest.raises(ValueError, match="top_k must be"):
+        readouts.consensus_activity([da, da], top_k=0)
+    with pytest.raises(ValueError, match="either models or"):
+        readouts.consensus_activity([da, models[0]])
 
 
 def test_members_lfc_names_missing_members(ko):

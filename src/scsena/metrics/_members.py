@@ -133,6 +133,10 @@ def member_evidence(
     (the members with the largest ``|w_g lfc_g|``, each with its own log-fold
     change).
     """
+    if int(n_drivers) != n_drivers or n_drivers < 0:
+        raise ValueError(f"n_drivers must be a whole number >= 0, got {n_drivers!r}.")
+    if not min_lfc >= 0:
+        raise ValueError(f"min_lfc must be >= 0, got {min_lfc!r}.")
     w = sparse.csr_matrix(weights, dtype=np.float64)
     w.eliminate_zeros()
     mean_diff = np.asarray(mean_diff, dtype=np.float64)
