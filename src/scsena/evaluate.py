@@ -6,10 +6,17 @@ real cells of that perturbation are compared with
 - ``model`` (the given name): cells predicted by the model from randomly drawn
   control cells (as many as real cells, at most ``max_cells``);
 - ``control`` baseline: the drawn control cells themselves (predict no change);
-- ``additive`` baseline: the drawn control cells shifted by the sum of the
-  single-perturbation mean shifts, estimated on the train fold (for a single
-  perturbation: its own train-fold shift; for a double ``A,B``:
-  ``shift_A + shift_B``, so its mean is ``y_A + y_B - y_ctrl``).
+- ``mean`` baseline (a seen single target, the field's "mean baseline"): the drawn
+  control cells shifted by the target's train-fold mean shift ``y_A - y_ctrl``;
+- ``additive`` baseline (a double ``A,B``): the drawn control cells shifted by the
+  sum of its singles' train-fold mean shifts, ``shift_A + shift_B``, so its mean is
+  ``y_A + y_B - y_ctrl``.
+
+Shifted cells are clipped at 0, the lower end of log-normalised expression (a shift
+can take a gene below it). A baseline is reported only where it is defined: ``mean``
+for singles with train-fold cells, ``additive`` for doubles whose two singles have
+them; elsewhere it is left out and :attr:`EvaluationResult.meta` ``["notes"]`` says
+why.
 
 Metrics per perturbation: reference MMD, energy distance, spread of the generated
 cells, MSE and Pearson of the change from control on all genes and on the top DE
@@ -35,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from scsena._constants import FOLD_CONTROL, FOLD_DOUBLE, FOLD_TEST, FOLD_TRAIN
-from scsena.data import CANONICAL_DELIMITER, split_label
+from scsena.data import CANONICAL_DELIMITER, normalise_labels, split_label
 from scsena.datasets import SIMULATION_UNS_KEY
 from scsena.metrics import (
     additive_baseline,
@@ -44,9 +51,11 @@ from scsena.metrics import (
     top_de_genes,
 )
 
-BASELINES = ("control", "additive")
+BASELINES = ("control", "mean", "additive")
 #: Model-free readouts given the activation-score test beside the model's activities.
 READOUT_BASELINES = ("mean", "ulm")
+#: Their ``method`` in the results.
+READOUT_METHOD_NAMES = {"mean": "gene-set mean", "ulm": "gene-set ULM"}
 FOLDS = (FOLD_TRAIN, FOLD_TEST, FOLD_DOUBLE)
 #: ``perturbation`` of results that describe a whole fold or the whole model.
 FOLD_WIDE = "(all)"
@@ -61,6 +70,9 @@ class EvaluationResult:
     results
         One row per (method, fold, perturbation, metric): columns ``method``,
         ``fold``, ``perturbation``, ``metric``, ``value``.
+    meta
+        The evaluation's settings (``seed``, ``temperature``) and ``notes``: why a
+        requested baseline is missing for some perturbations.
     """
 
     results: pd.DataFrame
@@ -118,7 +130,8 @@ def evaluate_model(
     folds
         Folds to evaluate.
     baselines
-        Baselines to add (``"control"``, ``"additive"``); empty for none.
+        Baselines to add (``"control"``, ``"mean"``, ``"additive"``; see the module's
+        description); empty for none. Each is added where it is defined.
     n_de_genes
         Number of top DE genes (vs control, scanpy ``rank_genes_groups``) for the
         ``*_de`` metrics, computed on the expression registered at setup (its
@@ -146,9 +159,12 @@ def evaluate_model(
     -------
     The results.
     """
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"Unknown baseline(s) {unknown}; known: {list(BASELINES)}.")
     data = _EvaluationData.from_model(model, adata)
     rng = np.random.default_rng(seed)
-    rows = []
+    rows, notes = [], {}
     for f in folds:
         for pert in sorted(set(data.labels[data.fold == f])):
             cells, start = _draw_cells(data, pert, f, max_cells, rng)
@@ -159,7 +175,10 @@ def evaluate_model(
             prediction = model.predict_perturbation(
                 shown, adata=data.adata, control_indices=start, temperature=temperature, seed=seed
             ).X
-            preds = {name: prediction, **_baseline_predictions(data, pert, start, baselines)}
+            baseline, missing = _baseline_predictions(data, pert, start, baselines)
+            for base, why in missing.items():
+                notes.setdefault(f"{base}: {why}", []).append(shown)
+            preds = {name: prediction, **baseline}
             real = _dense(data.matrix[cells])
             for method, pred in preds.items():
                 values = perturbation_metrics(
@@ -171,9 +190,11 @@ def evaluate_model(
     if activation_test:
         rows.extend(_activation_rows(model, data.adata, name))
         for readout in readout_baselines:
-            rows.extend(_activation_rows(model, data.adata, readout, readout=readout))
+            shown = READOUT_METHOD_NAMES.get(readout, readout)
+            rows.extend(_activation_rows(model, data.adata, shown, readout=readout))
     results = pd.DataFrame(rows, columns=["method", "fold", "perturbation", "metric", "value"])
-    return EvaluationResult(results, {"seed": seed, "temperature": temperature})
+    said = [f"{why} ({', '.join(sorted(set(perts)))})" for why, perts in notes.items()]
+    return EvaluationResult(results, {"seed": seed, "temperature": temperature, "notes": said})
 
 
 @dataclass
@@ -236,26 +257,83 @@ def _de_genes(data: _EvaluationData, pert: str, n: int, cache: dict | None) -> n
     return de
 
 
+def baseline_cells(
+    model,
+    perturbation: str,
+    control_indices: Sequence[int],
+    baselines: Sequence[str] = BASELINES,
+    adata=None,
+) -> dict[str, np.ndarray]:
+    """The baselines' cells for one perturbation, started from chosen control cells.
+
+    Parameters
+    ----------
+    model
+        A :class:`~scsena.SENAVAE` (its data, folds and label conventions are used).
+    perturbation
+        A label in the data's convention (``"A"``, ``"A,B"``).
+    control_indices
+        Positions of the control cells to start from.
+    baselines
+        Any of ``"control"``, ``"mean"`` (singles), ``"additive"`` (doubles).
+    adata
+        Registered AnnData (default: the model's).
+
+    Returns
+    -------
+    Baseline name -> ``(len(control_indices), n_genes)`` array, clipped at 0, for
+    every requested baseline defined for ``perturbation``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown baseline, or one not defined for ``perturbation`` (``mean``
+        for a combination, ``additive`` for a single, or a target without train-fold
+        cells), naming why.
+    """
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise ValueError(f"Unknown baseline(s) {unknown}; known: {list(BASELINES)}.")
+    data = _EvaluationData.from_model(model, adata)
+    pert = str(normalise_labels([perturbation], model.control_value_, model.delimiter_).iloc[0])
+    preds, missing = _baseline_predictions(data, pert, np.asarray(control_indices), baselines)
+    if missing:
+        said = "; ".join(f"{b}: {why}" for b, why in missing.items())
+        raise ValueError(f"Baseline(s) not defined for {perturbation!r}: {said}.")
+    return preds
+
+
 def _baseline_predictions(
     data: _EvaluationData, pert: str, start: np.ndarray, baselines: Sequence[str]
-) -> dict[str, np.ndarray]:
-    """The control cells as drawn (``control``) and shifted by the targets' sum (``additive``).
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """The baselines defined for ``pert``, and why each other requested one is not.
 
-    ``additive`` is left out when a target of ``pert`` has no train-fold cells.
+    ``control``: the drawn control cells; ``mean`` (a single target) and ``additive``
+    (a double): the drawn cells shifted by the train-fold mean shifts, clipped at 0.
     """
     start_cells = _dense(data.matrix[start])
-    preds = {}
+    preds: dict[str, np.ndarray] = {}
+    missing: dict[str, str] = {}
     if "control" in baselines:
         preds["control"] = start_cells
-    if "additive" in baselines:
-        parts = split_label(pert)
-        if not parts:
-            preds["additive"] = start_cells
-        elif all(p in data.train_means for p in parts):
-            control_mean = data.control.mean(0)
-            mean = additive_baseline(data.train_means, control_mean, pert)
-            preds["additive"] = start_cells + (mean - control_mean).astype(start_cells.dtype)
-    return preds
+    parts = split_label(pert)
+    wanted = {"mean": len(parts) == 1, "additive": len(parts) >= 2}
+    for base, applies in wanted.items():
+        if base not in baselines:
+            continue
+        if not applies:
+            kind = "combinations" if base == "mean" else "single perturbations"
+            missing[base] = f"not defined for {kind}"
+            continue
+        absent = [p for p in parts if p not in data.train_means]
+        if absent:
+            missing[base] = "a target without train-fold cells"
+            continue
+        control_mean = data.control.mean(0)
+        mean = additive_baseline(data.train_means, control_mean, pert)
+        shifted = start_cells + (mean - control_mean).astype(start_cells.dtype)
+        preds[base] = np.maximum(shifted, 0, dtype=start_cells.dtype)
+    return preds, missing
 
 
 def _activation_rows(model, adata, name: str, readout: str = "model") -> list:

@@ -4,7 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from scsena.evaluate import FOLD_WIDE, EvaluationResult, combine, evaluate_model, seed_summary
+from scsena.evaluate import (
+    FOLD_WIDE,
+    EvaluationResult,
+    baseline_cells,
+    combine,
+    evaluate_model,
+    seed_summary,
+)
 
 
 def test_evaluate_model_folds_methods_metrics(trained, tmp_path):
@@ -13,10 +20,20 @@ def test_evaluate_model_folds_methods_metrics(trained, tmp_path):
     df = res.results
     assert list(df.columns) == ["method", "fold", "perturbation", "metric", "value"]
     assert set(df["fold"]) == {"train", "test", "double"}
-    assert set(df["method"]) == {"sena", "control", "additive"}
+    methods = {"sena", "control", "mean", "additive", "gene-set mean", "gene-set ULM"}
+    assert set(df["method"]) == methods
     doubles = set(adata.obs["guide_ids"][adata.obs["scsena_fold"] == "double"])
     got = set(df.loc[(df["fold"] == "double") & (df["method"] == "additive"), "perturbation"])
     assert got == doubles
+    # the mean baseline is for seen singles, the additive one for doubles, named as the
+    # field names them; where one is not defined it is left out, with a note
+    assert set(df.loc[df["method"] == "mean", "fold"]) == {"train", "test"}
+    assert set(df.loc[df["method"] == "additive", "fold"]) == {"double"}
+    assert any(n.startswith("mean: not defined for combinations") for n in res.meta["notes"])
+    assert any(n.startswith("additive: not defined for single") for n in res.meta["notes"])
+    # the model-free readouts get the activation-score test beside the model
+    recall = df[df["metric"] == "recall@25"]
+    assert set(recall["method"]) == {"sena", "gene-set mean", "gene-set ULM"}
     metrics = set(df["metric"])
     assert {
         "mmd",
@@ -104,3 +121,27 @@ def test_evaluation_result_summary_table_and_write(tmp_path):
     pd.testing.assert_frame_equal(back, res.results)
     written = pd.read_csv(tmp_path / "out" / "summary.tsv", sep="\t")
     assert len(written) == len(res.summary())
+
+
+def test_baselines_are_clipped_and_unknown_ones_refused(trained):
+    model, adata, _ = trained
+    with pytest.raises(ValueError, match=r"Unknown baseline\(s\) \['median'\]"):
+        evaluate_model(model, adata, baselines=("median",), folds=("double",))
+    control = np.flatnonzero(adata.obs["scsena_fold"].to_numpy() == "control")[:50]
+    single = model.targets_[0]
+    cells = baseline_cells(model, single, control, baselines=("control", "mean"))
+    start, mean = cells["control"], cells["mean"]
+    guides = adata.obs["guide_ids"].to_numpy()
+    train = (guides == single) & (adata.obs["scsena_fold"].to_numpy() == "train")
+    x = adata.X.toarray()
+    shift = x[train].mean(0) - x[adata.obs["scsena_fold"].to_numpy() == "control"].mean(0)
+    assert (start + shift < 0).any()  # a shift takes some genes below zero...
+    np.testing.assert_allclose(mean, np.maximum(start + shift, 0), atol=1e-5)  # ...clipped
+    assert mean.min() >= 0
+    double = sorted(set(guides[adata.obs["scsena_fold"].to_numpy() == "double"]))[0]
+    additive = baseline_cells(model, double, control, baselines=("additive",))["additive"]
+    assert additive.min() >= 0 and additive.shape == start.shape
+    with pytest.raises(ValueError, match="additive: not defined for single perturbations"):
+        baseline_cells(model, single, control, baselines=("additive",))
+    with pytest.raises(ValueError, match="mean: not defined for combinations"):
+        baseline_cells(model, double, control, baselines=("mean",))
