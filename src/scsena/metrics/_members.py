@@ -127,8 +127,8 @@ def member_evidence(
 
     Returns
     -------
-    One row per perturbation and term: ``members_lfc`` (``sum_g w_g lfc_g /
-    sum_g |w_g|``, the weighted mean log-fold change of the members), ``members_up``
+    One row per perturbation and term: ``members_lfc`` (the weighted mean log-fold
+    change of the members, ``sum(w * lfc) / sum(abs(w))`` over them), ``members_up``
     and ``members_down`` (numbers of members that move up / down), ``driver_genes``
     (the members with the largest ``|w_g lfc_g|``, each with its own log-fold
     change).
