@@ -139,3 +139,38 @@ def test_knockout_panel_of_300_genes_with_full_go_runs_end_to_end():
     assert len(model.term_ids_) > 100 and da["consistent"].all()
     pred = model.predict_perturbation(adata.obs["guide_ids"].cat.categories[-1], n_cells=20)
     assert np.isfinite(pred.X).all()
+
+
+def test_saturating_response_makes_doubles_sub_additive():
+    kw = dict(
+        n_cells=3000,
+        n_genes=300,
+        n_targets=6,
+        n_doubles=3,
+        seed=2,
+        interaction_strength=0,
+        effect_size=3.0,
+    )
+    linear = simulate_perturbseq(**kw)
+    saturated = simulate_perturbseq(**kw, saturation=1.0)
+    assert saturated.uns["scsena_simulation"]["params"]["saturation"] == 1.0
+    assert "saturation" not in linear.uns["scsena_simulation"]["params"]
+
+    def gap(adata):
+        """How far the doubles' mean change is from the sum of their singles' changes,
+        relative to the doubles' change."""
+        control = _means(adata, "")
+        gaps, sizes = [], []
+        for double in adata.uns["scsena_simulation"]["doubles"]:
+            a, b = double.split(",")
+            additive = _means(adata, a) + _means(adata, b) - control
+            gaps.append(np.abs(_means(adata, double) - additive).mean())
+            sizes.append(np.abs(_means(adata, double) - control).mean())
+        return np.mean(gaps) / np.mean(sizes)
+
+    # without interactions a linear response is additive up to noise; saturation is not
+    assert gap(saturated) > 1.5 * gap(linear)
+    truth = saturated.uns["scsena_simulation"]["target_gene_effect"]
+    assert np.abs(truth).max() <= 1.0 + 2.0 * 1.4 + 1e-5  # saturated programs + own gene
+    with pytest.raises(ValueError, match="saturation must be > 0"):
+        simulate_perturbseq(**kw, saturation=0)

@@ -208,6 +208,7 @@ def simulate_perturbseq(
     dispersion: float = 0.1,
     baseline_sd: float = 1.0,
     loading_noise: float = 0.0,
+    saturation: float | None = None,
     n_batches: int = 1,
     batch_effect: float = 0.0,
     perturbation_type: Literal["activation", "knockout"] = "activation",
@@ -269,6 +270,13 @@ def simulate_perturbseq(
     loading_noise
         Standard deviation of Gaussian noise added to all program loadings (``0``:
         programs load on their term's genes only).
+    saturation
+        ``None`` (default): gene log-rates respond linearly to the programs,
+        ``baseline + u L``. A number ``c > 0``: they saturate, ``baseline + c tanh(u L /
+        c)``, so two perturbations that push the same genes add up to less than the
+        sum of their effects, a non-additivity that single perturbations reveal (a
+        model that learns the response curve from singles can predict it for doubles;
+        the additive baseline cannot).
     n_batches
         Number of batches (lanes, donors, replicates). With ``n_batches > 1``, cells
         are assigned to batches at random, independently of their perturbation, in
@@ -329,8 +337,8 @@ def simulate_perturbseq(
         ``interaction``, ``params``, ``perturbation_type``, ``target_effect`` (which
         targets act downstream), ``target_gene_effect`` (targets x genes: the
         noise-free change of every gene's log-rate, programs through the DAG plus the
-        target's own gene), ``twin_terms`` (program term -> its twin terms),
-        ``dominant_genes``; with several batches also ``batches``, the batch names,
+        target's own gene; with ``saturation``, at a cell whose programs sit at 0),
+        ``twin_terms`` (program term -> its twin terms), ``dominant_genes``; with several batches also ``batches``, the batch names,
         and ``batch_effects``, the true log-effects, batches x genes);
         ``uns["scsena_dataset"]``: name and held-out single perturbations.
 
@@ -370,6 +378,12 @@ def simulate_perturbseq(
     if n_programs is None:
         n_programs = max(1, min(n_targets, n_genes // 10))
     params["n_programs"] = int(n_programs)
+    if saturation is not None:  # recorded only when set: the default's params are unchanged
+        if not saturation > 0:
+            raise ValueError(
+                f"saturation must be > 0 (or None for a linear response), got {saturation}."
+            )
+        params["saturation"] = float(saturation)
     _check_batch_args(int(n_batches), float(batch_effect), params["n_cells"])
     if n_batches > 1:  # recorded only with batches: one-batch output is unchanged
         params["n_batches"] = int(n_batches)
@@ -433,6 +447,7 @@ def _simulate(
         tuple(p["library_size"]),
         batch_effects,
         nuisance,
+        p.get("saturation"),
     )
     counts, X = _generate_counts(model, ss_cells, cond, batch, n_jobs)
 
@@ -643,6 +658,14 @@ class _CellModel:
     library_size: tuple[float, float]
     batch_effects: np.ndarray | None = None  # float32, batches x genes (log scale)
     nuisance: np.ndarray | None = None  # float32 loadings of a per-cell nuisance factor
+    saturation: float | None = None  # c of the saturating response c tanh(u L / c)
+
+    def response(self, program_effect: np.ndarray) -> np.ndarray:
+        """Gene log-rate change caused by the programs' ``u L`` (linear or saturating)."""
+        if self.saturation is None:
+            return program_effect
+        c = np.float32(self.saturation)
+        return c * np.tanh(program_effect / c)
 
     @classmethod
     def build(
@@ -654,6 +677,7 @@ class _CellModel:
         library_size: tuple[float, float],
         batch_effects: np.ndarray | None = None,
         nuisance: np.ndarray | None = None,
+        saturation: float | None = None,
     ) -> _CellModel:
         """The cell model of a drawn structure, targets and conditions.
 
@@ -682,6 +706,7 @@ class _CellModel:
             library_size=tuple(library_size),
             batch_effects=None if batch_effects is None else batch_effects.astype(np.float32),
             nuisance=None if nuisance is None else nuisance.astype(np.float32),
+            saturation=saturation,
         )
 
     def means(
@@ -693,6 +718,8 @@ class _CellModel:
         z += self.shifts[cond]
         u = (z @ self.propagate).astype(np.float32)
         eta = np.matmul(u, self.loadings, out=out)
+        if self.saturation is not None:
+            eta[...] = self.response(eta)
         eta += self.baseline
         if self.batch_effects is not None:
             eta += self.batch_effects[batch]
@@ -842,7 +869,7 @@ def _trap_truth(
 ) -> dict:
     """Ground truth of the perturbation type and the traps (``uns`` entries)."""
     n_targets, n_genes = len(targets.genes), structure.loadings.shape[1]
-    gene_effect = (targets.shift @ model.propagate) @ structure.loadings
+    gene_effect = model.response((targets.shift @ model.propagate) @ structure.loadings)
     gene_effect[np.arange(n_targets), targets.genes] += model.direct_value[1 : n_targets + 1, 0]
     dominant = np.zeros(0, np.int64) if nuisance is None else np.flatnonzero(nuisance)
     return {
