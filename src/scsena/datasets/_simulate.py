@@ -338,8 +338,9 @@ def simulate_perturbseq(
         targets act downstream), ``target_gene_effect`` (targets x genes: the
         noise-free change of every gene's log-rate, programs through the DAG plus the
         target's own gene; with ``saturation``, at a cell whose programs sit at 0),
-        ``twin_terms`` (program term -> its twin terms), ``dominant_genes``; with several batches also ``batches``, the batch names,
-        and ``batch_effects``, the true log-effects, batches x genes);
+        ``twin_terms`` (program term -> its twin terms), ``dominant_genes``; with
+        several batches also ``batches``, the batch names, and ``batch_effects``, the
+        true log-effects, batches x genes);
         ``uns["scsena_dataset"]``: name and held-out single perturbations.
 
     Examples
