@@ -302,6 +302,34 @@ def readouts_consensus(results: dict[str, dict]) -> str:
     return table(header, rows)
 
 
+def predictions_table(results: dict[str, dict]) -> str:
+    """Per seed: seen targets near their mean baseline, null targets near control,
+    unseen doubles better than control (low data) or additive (saturating)."""
+    res = results["predictions"]["results"]
+    rows = []
+    for seed in sorted(res["low_data"], key=int):
+        cells = []
+        for key in ("knockout_40", "knockout_100"):
+            e = res[key][seed]["energy"]
+            cells.append(f"{e['effect_within_5pct_of_mean']}/{e['n_effect']}")
+            cells.append(f"{e['null_within_5pct_of_control']}/{e['n_null']}")
+        low = res["low_data"][seed]
+        cells.append(", ".join(f"{low[m]['model_better']}/{low[m]['n']}" for m in METRIC_ORDER))
+        sat = res["saturating"][seed]
+        cells.append(", ".join(f"{sat[m]['model_better']}/{sat[m]['n']}" for m in METRIC_ORDER))
+        cells.append(f"{sat['energy']['model']:.3f} vs {sat['energy']['additive']:.3f}")
+        rows.append([seed, *cells])
+    header = ["seed", "knock-out, 40 epochs: targets with an effect <= 1.05x mean (energy)"]
+    header += ["null targets <= 1.05x control", "100 epochs: effect <= 1.05x mean"]
+    header += ["null <= 1.05x control", "low data: doubles better than control (MMD, energy, L2)"]
+    header += ["saturating: doubles better than additive (MMD, energy, L2)"]
+    header += ["saturating: energy, model vs additive"]
+    return table(header, rows)
+
+
+METRIC_ORDER = ("mmd", "energy", "l2_top1000")
+
+
 def batch_covariates(results: dict[str, dict]) -> str:
     """Per-batch L2 error on unseen doubles without and with ``batch_key``; paired by seed."""
     res = results["batch_covariates"]["results"]
@@ -343,6 +371,7 @@ PAGES["results.md"] = {
     "readouts": readouts_table,
     "readouts-consensus": readouts_consensus,
     "readouts-output": printed("readouts"),
+    "predictions": predictions_table,
 }
 
 

@@ -117,6 +117,18 @@ def test_file_from_before_presets_loads_as_reference(tmp_path):
     np.testing.assert_array_equal(_predict(loaded, adata), _predict(model, adata))
 
 
+def test_file_from_before_member_weights_loads_with_free_weights(tmp_path):
+    adata = _toy()
+    model = scsena.SENAVAE(adata, seed=1, member_weights="free")
+    # files saved before the option existed have no "member_weights": their layer was free
+    del model.init_params_["non_kwargs"]["member_weights"]
+    model.save(tmp_path / "old")
+    loaded = scsena.SENAVAE.load(tmp_path / "old", adata=adata)
+    assert loaded.preset_ == "scsena"
+    assert type(loaded.module.fc1).__name__ == "MaskedLinear"
+    np.testing.assert_array_equal(_predict(loaded, adata), _predict(model, adata))
+
+
 def test_plain_encoding_round_trip(tmp_path):
     """Saved attributes of every kind come back with their values and types."""
     frame = pd.DataFrame(
