@@ -144,6 +144,9 @@ def test_backed_anndata(tmp_path):
     model.train(**dict(TRAIN_KW, max_epochs=1, batch_size=16))
     pred = model.predict_perturbation("A,B", n_cells=5)
     assert pred.shape == (5, a.n_vars) and np.isfinite(pred.X).all()
+    # pathway readouts and their gene-level evidence read the backed rows in batches
+    da = model.differential_activity()
+    assert da["consistent"].all() and np.isfinite(da["members_lfc"]).all()
 
 
 # ------------------------------------------------------------------- transfer

@@ -24,7 +24,6 @@ from scsena.datasets import SIMULATION_UNS_KEY
 from scsena.metrics import (
     consistent_sign,
     differential_test,
-    group_mean_difference,
     member_evidence,
 )
 
@@ -112,9 +111,8 @@ def _model_free(model, adata, splitter, labels, groups, method: str, options) ->
     weights = sparse.diags(1.0 / sizes) @ mask
     gene_symbols, min_lfc = options
     names = rna.var_names if gene_symbols is None else rna.var[gene_symbols].astype(str)
-    expression = splitter.expression
-    rows = expression[keep] if sparse.issparse(expression) else np.asarray(expression)[keep]
-    diff = group_mean_difference(rows, labels[keep], groups, "")
+    means = splitter.group_means(keep, labels[keep], ["", *groups])
+    diff = means[1:] - means[0]
     evidence = member_evidence(diff, groups, model.term_ids_, weights, names, 3, min_lfc)
     table = table.merge(evidence, on=["perturbation", "term"], how="left", sort=False)
     table["consistent"] = consistent_sign(table["effect"], table["members_lfc"])

@@ -173,3 +173,16 @@ def test_splitter_folds_without_fold_column_use_the_splitters_test_fraction(
     sim_adata.obs["scsena_fold"] = "excluded"
     fresh = PerturbationDataSplitter(model.adata_manager, targets, heldout=heldout)
     assert set(fresh.folds) == {"excluded"}
+
+
+def test_splitter_group_means_read_in_batches(model, sim_adata):
+    splitter = model.data_splitter(sim_adata)
+    labels = sim_adata.obs["guide_ids"].astype(str).to_numpy()
+    groups = ["", labels[labels != ""][0]]
+    idx = np.flatnonzero(np.isin(labels, groups))
+    means = splitter.group_means(idx, labels[idx], groups, batch_size=7)
+    x = sim_adata.X.toarray()
+    for i, g in enumerate(groups):
+        np.testing.assert_allclose(means[i], x[labels == g].mean(axis=0), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"No cells with label\(s\) \['nope'\]"):
+        splitter.group_means(idx, labels[idx], ["nope"])

@@ -199,6 +199,43 @@ class PerturbationDataSplitter:
             data_on_device=data_on_device,
         )
 
+    def group_means(
+        self,
+        indices: np.ndarray,
+        labels: Sequence[str],
+        groups: Sequence[str],
+        batch_size: int = 4096,
+    ) -> np.ndarray:
+        """``groups x genes`` mean expression of the cells ``indices`` labelled by group.
+
+        Rows are read in batches (dense, sparse or backed data alike), never all at once.
+
+        Parameters
+        ----------
+        indices
+            Cell positions.
+        labels
+            Label of each of those cells.
+        groups
+            The labels to average; each needs at least one cell.
+        batch_size
+            Cells read at once.
+        """
+        labels = np.asarray(labels, dtype=object)
+        code = pd.Index(list(groups)).get_indexer(labels)
+        counts = np.bincount(code[code >= 0], minlength=len(groups))
+        empty = [g for g, n in zip(groups, counts) if n == 0]
+        if empty:
+            raise ValueError(f"No cells with label(s) {empty}.")
+        sums = np.zeros((len(groups), self.adata.n_vars))
+        indices = np.asarray(indices)
+        for start in range(0, len(indices), batch_size):
+            rows = dense_rows(self.expression, indices[start : start + batch_size])
+            part = code[start : start + batch_size]
+            keep = part >= 0
+            np.add.at(sums, part[keep], rows[keep].astype(np.float64))
+        return sums / counts[:, None]
+
     def iter_rows(
         self, indices: np.ndarray, batch_size: int, device: torch.device | str = "cpu"
     ) -> Iterator[torch.Tensor]:

@@ -20,7 +20,6 @@ from scsena.metrics import (
     affected_terms,
     consistent_sign,
     differential_test,
-    group_mean_difference,
     interpretability_metrics,
     member_evidence,
     rank_genes_groups_uns,
@@ -391,9 +390,8 @@ class InterpretationMixin:
                 {"perturbation": pd.Series(dtype=object), "term": pd.Series(dtype=object)}
             ).assign(members_lfc=np.nan, members_up=0, members_down=0, driver_genes="")
         names = var.index if gene_symbols is None else var[gene_symbols].astype(str)
-        expression = splitter.expression
-        rows = expression[idx] if sp.issparse(expression) else np.asarray(expression)[idx]
-        diff = group_mean_difference(rows, labels, groups, "")
+        means = splitter.group_means(idx, labels, ["", *groups])
+        diff = means[1:] - means[0]
         return member_evidence(diff, groups, self.term_ids_, weights, names, *options)
 
     def pathway_activity_anndata(

@@ -298,7 +298,7 @@ class SENAVAE(
         control = np.flatnonzero(splitter.perturbations.kind == KIND_CONTROL)
         if control.size == 0:
             return
-        mean = np.asarray(splitter.expression[control].mean(axis=0), dtype=np.float64).ravel()
+        mean = splitter.group_means(control, np.full(control.size, "", dtype=object), [""])[0]
         layer.center(torch.as_tensor(mean))
 
     def _read_registry(self):
