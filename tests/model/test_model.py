@@ -228,3 +228,28 @@ def test_float32_and_float64_give_the_same_metrics(sim_adata):
     noise = abs(mmd["float32", 4] - mmd["float32", 5])
     diff = abs(mmd["float32", 4] - mmd["float64", 4])
     assert diff <= max(2 * noise, 0.2 * mmd["float32", 4]), (mmd, noise, diff)
+
+
+def test_predictions_say_whether_their_change_is_detectable(trained):
+    model, adata, _ = trained
+    single = model.targets_[0]
+    pred = model.predict_perturbation([single, ""], n_cells=60, seed=3)
+    change = pred.uns["scsena_change"]
+    assert list(change.index) == [single, ""]
+    assert not change.loc["", "detectable"] and change.loc["", "change_l2"] < 1e-4
+    # the documented quantities, by hand
+    folds = adata.obs["scsena_fold"].to_numpy()
+    x = adata.X.toarray()
+    control = x[folds == "control"]
+    n_ref = int(((adata.obs["guide_ids"].to_numpy() == single) & (folds == "train")).sum())
+    noise = np.sqrt(control.var(axis=0, ddof=1).sum() * (1 / n_ref + 1 / len(control)))
+    assert change.loc[single, "n_reference_cells"] == n_ref
+    assert change.loc[single, "noise_l2"] == pytest.approx(noise, rel=1e-4)
+    start = adata.obs_names.get_indexer(pred.obs["control_cell"][:60])
+    moved = pred.X[:60].mean(axis=0) - x[start].mean(axis=0)
+    assert change.loc[single, "change_l2"] == pytest.approx(np.linalg.norm(moved), rel=1e-4)
+    ratio = change.loc[single, "change_l2"] / noise
+    assert change.loc[single, "detectable"] == (ratio > 1.5)
+    np.testing.assert_array_equal(
+        pred.obs["change_detectable"].to_numpy(), np.repeat(change["detectable"].to_numpy(), 60)
+    )

@@ -16,6 +16,8 @@ from scsena.data import (
 )
 from scsena.dataloaders import PerturbationDataSplitter
 
+from ._confidence import change_table
+
 
 def _positive_int(value, name: str) -> int:
     """``value`` as an ``int`` when it is a positive integer; otherwise a clear error."""
@@ -224,7 +226,14 @@ class PredictionMixin:
         the starting control cell, ``obs["batch"]`` its batch (with a registered
         batch) and ``obs["untrained_target"]`` whether a target of the perturbation
         had too few training cells for one batch (its prediction rests on untrained
-        parameters; a warning names them). Concatenate it with real cells for scanpy
+        parameters; a warning names them). ``uns["scsena_change"]`` says, per
+        perturbation, whether its predicted change can be told from no change:
+        ``change_l2`` (L2 norm of the predicted mean minus the starting cells' mean),
+        ``noise_l2`` (the norm a difference of means shows with no change at all, for
+        the perturbation's ``n_reference_cells`` training cells against the control
+        cells), ``change_over_noise`` and ``detectable`` (above 1.5; also per cell in
+        ``obs["change_detectable"]``). A prediction that is not detectable is, at the
+        data's resolution, "no change". Concatenate it with real cells for scanpy
         plots.
 
         Raises
@@ -246,6 +255,10 @@ class PredictionMixin:
             splitter, start, codes, temperature, use_mean, seed, batch_size
         )
         pred = self._prediction_anndata(splitter, X, start, codes, untrained)
+        change = change_table(splitter, X, start, codes, self.targets_)
+        change.index = pd.Index(list(pred.obs["perturbation"].cat.categories), name="perturbation")
+        pred.uns["scsena_change"] = change
+        pred.obs["change_detectable"] = np.repeat(change["detectable"].to_numpy(), len(start))
         pred.uns["scsena_prediction"] = {
             "temperature": float(temperature),
             "use_mean": bool(use_mean),
