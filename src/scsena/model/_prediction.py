@@ -256,9 +256,11 @@ class PredictionMixin:
         )
         pred = self._prediction_anndata(splitter, X, start, codes, untrained)
         change = change_table(splitter, X, start, codes, self.targets_)
-        change.index = pd.Index(list(pred.obs["perturbation"].cat.categories), name="perturbation")
-        pred.uns["scsena_change"] = change
+        per_code = np.asarray(pred.obs["perturbation"], dtype=object)[:: max(len(start), 1)]
+        change.index = pd.Index(per_code[: len(change)], name="perturbation")
         pred.obs["change_detectable"] = np.repeat(change["detectable"].to_numpy(), len(start))
+        # a label asked for twice ("B,A" and "A,B") is one perturbation
+        pred.uns["scsena_change"] = change[~change.index.duplicated()]
         pred.uns["scsena_prediction"] = {
             "temperature": float(temperature),
             "use_mean": bool(use_mean),
