@@ -24,6 +24,25 @@ def init_linear_reference(module: nn.Module, std: float = 0.02) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def _register_member_pairs(layer: nn.Module, membership) -> sp.csr_matrix:
+    """Set ``layer``'s sizes and its ``term_index`` / ``gene_index`` member-pair buffers.
+
+    Returns the ``(n_terms, n_genes)`` membership as CSR with sorted indices.
+    """
+    by_term = sp.csr_matrix(membership).T.tocsr()
+    by_term.eliminate_zeros()
+    by_term.sort_indices()
+    n_terms, n_genes = by_term.shape
+    layer.in_features = n_genes
+    layer.out_features = n_terms
+    counts = np.diff(by_term.indptr)
+    layer.register_buffer(
+        "term_index", torch.as_tensor(np.repeat(np.arange(n_terms), counts), dtype=torch.long)
+    )
+    layer.register_buffer("gene_index", torch.as_tensor(by_term.indices, dtype=torch.long))
+    return by_term
+
+
 class MaskedLinear(nn.Module):
     """Gene-set masked linear layer ``a = x (W * M^T)^T + b`` (the SENA-delta layer).
 
@@ -60,19 +79,10 @@ class MaskedLinear(nn.Module):
         super().__init__()
         if not 0.0 <= float(lambda_) <= 1.0:
             raise ValueError(f"sena_lambda must lie in [0, 1], got {lambda_}.")
-        by_term = sp.csr_matrix(membership).T.tocsr()  # (T, G)
-        by_term.eliminate_zeros()
-        by_term.sort_indices()
+        by_term = _register_member_pairs(self, membership)
         n_terms, n_genes = by_term.shape
-        self.in_features = n_genes
-        self.out_features = n_terms
         self.lambda_ = float(lambda_)
         self.member_only = self.lambda_ == 0.0
-        counts = np.diff(by_term.indptr)
-        self.register_buffer(
-            "term_index", torch.as_tensor(np.repeat(np.arange(n_terms), counts), dtype=torch.long)
-        )
-        self.register_buffer("gene_index", torch.as_tensor(by_term.indices, dtype=torch.long))
         shape = (self.term_index.numel(),) if self.member_only else (n_terms, n_genes)
         self.weight = nn.Parameter(torch.empty(shape))
         if not self.member_only:
@@ -231,17 +241,7 @@ class MemberMeanLayer(nn.Module):
 
     def __init__(self, membership: sp.spmatrix | np.ndarray):
         super().__init__()
-        by_term = sp.csr_matrix(membership).T.tocsr()  # (T, G)
-        by_term.eliminate_zeros()
-        by_term.sort_indices()
-        n_terms, n_genes = by_term.shape
-        self.in_features = n_genes
-        self.out_features = n_terms
-        counts = np.diff(by_term.indptr)
-        self.register_buffer(
-            "term_index", torch.as_tensor(np.repeat(np.arange(n_terms), counts), dtype=torch.long)
-        )
-        self.register_buffer("gene_index", torch.as_tensor(by_term.indices, dtype=torch.long))
+        by_term = _register_member_pairs(self, membership)
         groups, first = _identical_rows(by_term)
         unique = by_term[first]
         self.n_groups = len(first)
