@@ -4,6 +4,9 @@ Three simulated screens, the default model over several seeds, scored with
 ``scsena.evaluate.evaluate_model`` (energy distance, L2 of means over the 1,000 most
 expressed genes, MMD; up to 300 cells per perturbation):
 
+Each trained model is also scored without its calibration (``network alone``) and, on
+the knock-out screen, recalibrated with shrinkage 0 and 4 (the default is 1).
+
 - ``knockout``: the knock-out screen with real screens' traps
   (``simulate_perturbseq(n_cells=6000, n_genes=1000, n_targets=12, n_doubles=8,
   perturbation_type="knockout")``), every target's cells held out at 20%
@@ -27,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,24 +54,44 @@ TRAIN = dict(batch_size=32, enable_progress_bar=False, enable_model_summary=Fals
 METRICS = ("energy", "l2_top1000", "mmd")
 
 
-def _scores(adata, seed: int, epochs: int, folds, heldout="auto") -> pd.DataFrame:
-    """method x perturbation x metric of the default model trained on ``adata``."""
+#: The default model as trained (calibrated, shrinkage 1), and variants of the same
+#: trained network: no calibration, and calibrations with other shrinkage strengths.
+VARIANTS = {"default": 1.0, "network alone": None, "shrinkage 0": 0.0, "shrinkage 4": 4.0}
+
+
+def _scores(adata, seed: int, epochs: int, folds, heldout="auto", variants=("default",)):
+    """Per variant: method x perturbation x metric of the default model trained on ``adata``."""
     data = adata.copy()
     scsena.SENAVAE.setup_anndata(data, perturbation_key="guide_ids")
     model = scsena.SENAVAE(data, seed=seed, heldout=heldout)
     model.train(max_epochs=epochs, **TRAIN)
-    res = evaluate_model(
-        model, folds=folds, n_de_genes=0, activation_test=False, readout_baselines=(), seed=seed
-    ).results
-    res = res[res["metric"].isin(METRICS) & (res["perturbation"] != "(all)")]
-    return res.pivot_table(index=["perturbation", "metric"], columns="method", values="value")
+    out = {}
+    for name in variants:
+        shrinkage = VARIANTS[name]
+        if shrinkage is None:
+            model.shift_calibration_ = None
+        else:
+            model.calibrate_predictions(shrinkage=shrinkage)
+        res = evaluate_model(
+            model, folds=folds, n_de_genes=0, activation_test=False, readout_baselines=(), seed=seed
+        ).results
+        res = res[res["metric"].isin(METRICS) & (res["perturbation"] != "(all)")]
+        out[name] = res.pivot_table(
+            index=["perturbation", "metric"], columns="method", values="value"
+        )
+    return out
 
 
 def knockout(seed: int, epochs: int) -> dict:
     adata = scsena.datasets.simulate_perturbseq(**KNOCKOUT, perturbation_type="knockout")
     truth = adata.uns["scsena_simulation"]
     effect = dict(zip(truth["targets"], truth["target_effect"]))
-    table = _scores(adata, seed, epochs, ("test",), heldout="all")
+    tables = _scores(adata, seed, epochs, ("test",), heldout="all", variants=tuple(VARIANTS))
+    out = {name: _knockout_counts(table, effect) for name, table in tables.items()}
+    return out["default"] | {"variants": out}
+
+
+def _knockout_counts(table, effect) -> dict:
     out = {}
     for metric in ("energy", "l2_top1000"):
         t = table.xs(metric, level="metric")
@@ -88,7 +110,12 @@ def knockout(seed: int, epochs: int) -> dict:
 
 
 def doubles_against(adata, seed: int, epochs: int, baseline: str) -> dict:
-    table = _scores(adata, seed, epochs, ("double",))
+    tables = _scores(adata, seed, epochs, ("double",), variants=("default", "network alone"))
+    out = _doubles_counts(tables["default"], baseline)
+    return out | {"network alone": _doubles_counts(tables["network alone"], baseline)}
+
+
+def _doubles_counts(table, baseline: str) -> dict:
     out = {}
     for metric in METRICS:
         t = table.xs(metric, level="metric")

@@ -3,8 +3,10 @@
 Each test name below is referenced from docs/reliability.md.
 """
 
+import json
 import os
 import shutil
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -225,35 +227,56 @@ def test_killed_save_is_completed_on_next_load(tmp_path, monkeypatch):
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.pt", "scsena.json"]
 
 
+def _staging(model_dir, pid, token, host=None):
+    """A staging directory as a killed save leaves it: its marker, half a file."""
+    import socket
+
+    partial = model_dir / f".scsena-save-{pid}-{token}"
+    partial.mkdir()
+    marker = {"token": token, "host": host or socket.gethostname(), "pid": pid}
+    (partial / "scsena-staging.json").write_text(json.dumps(marker))
+    (partial / "model.pt").write_bytes(b"half a file")
+    return partial
+
+
 def test_killed_save_leftovers_are_removed(tmp_path):
     adata = _toy()
     model = scsena.SENAVAE(adata, seed=1)
     model.save(tmp_path / "m")
     # killed while writing (no completion mark; its process is gone)
-    partial = tmp_path / "m" / ".scsena-save-999999999-abc123"
-    partial.mkdir()
-    (partial / "model.pt").write_bytes(b"half a file")
+    partial = _staging(tmp_path / "m", 999999999, "abc123")
     with pytest.warns(UserWarning, match="Removed '.scsena-save-999999999-abc123'"):
         loaded = scsena.SENAVAE.load(tmp_path / "m", adata=adata)
     assert not partial.exists()
     np.testing.assert_array_equal(_predict(loaded, adata), _predict(model, adata))
 
 
-def test_older_killed_save_is_recovered(tmp_path):
+def test_recovery_touches_only_what_a_save_wrote(tmp_path):
     adata = _toy()
     model = scsena.SENAVAE(adata, seed=1)
+    model.save(tmp_path / "m")
     model.save(tmp_path / "x")
-    # older versions: killed between the two renames, the model hidden in .m.old-<pid>
-    shutil.move(tmp_path / "x", tmp_path / ".m.old-4242")
-    with pytest.warns(UserWarning, match="Restored the model"):
-        loaded = scsena.SENAVAE.load(tmp_path / "m", adata=adata)
-    np.testing.assert_array_equal(_predict(loaded, adata), _predict(model, adata))
-    # ... and the hidden temporary copy of a killed save, removed by the next save
-    model.save(tmp_path / "y")
-    shutil.move(tmp_path / "y", tmp_path / ".m.k3x9a_b2")
-    with pytest.warns(UserWarning, match="Removed .*m.k3x9a_b2"):
+    # a dated backup and an older version's leftover name: user data, never removed
+    shutil.copytree(tmp_path / "x", tmp_path / ".m.20261207")
+    shutil.copytree(tmp_path / "x", tmp_path / ".m.old-4242")
+    # a staging name without the marker its save writes first, a marker of another
+    # run (token differs), and a save running on another host of a shared file system
+    unmarked = tmp_path / "m" / ".scsena-save-999999999-zz9"
+    unmarked.mkdir()
+    (unmarked / "model.pt").write_bytes(b"mine")
+    forged = _staging(tmp_path / "m", 999999998, "tok1")
+    (forged / "scsena-staging.json").write_text(
+        json.dumps({"token": "other", "host": "x", "pid": 999999998})
+    )
+    elsewhere = _staging(tmp_path / "m", 999999997, "tok2", host="another-node")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scsena.SENAVAE.load(tmp_path / "m", adata=adata)
         model.save(tmp_path / "m", overwrite=True)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+    for kept in (tmp_path / ".m.20261207", tmp_path / ".m.old-4242", unmarked, forged, elsewhere):
+        assert kept.exists(), kept
+    assert (unmarked / "model.pt").read_bytes() == b"mine"
+    scsena.SENAVAE.load(tmp_path / ".m.20261207", adata=adata)
 
 
 def test_save_follows_the_umask(tmp_path):

@@ -19,8 +19,8 @@ def _blocks(matrix, n_rows: int):
             yield np.asarray(block)
 
 
-def check_expression(matrix, where: str = "adata.X") -> None:
-    """Refuse NaN, infinite and negative values; warn on integer-valued data (counts).
+def check_expression(matrix, where: str = "adata.X", max_value: float | None = None) -> None:
+    """Refuse NaN, infinite, negative and too large values; warn on integer-valued data.
 
     Parameters
     ----------
@@ -28,11 +28,14 @@ def check_expression(matrix, where: str = "adata.X") -> None:
         ``cells x genes`` matrix (dense, scipy sparse, or backed).
     where
         Name of the matrix for messages (``adata.X`` or ``adata.layers[...]``).
+    max_value
+        Refuse values above it (data that were never log-transformed); ``None``: no
+        limit.
 
     Raises
     ------
     ValueError
-        On NaN, infinite or negative values.
+        On NaN, infinite or negative values, or values above ``max_value``.
     """
     n_rows = matrix.shape[0]
     if n_rows == 0 or matrix.shape[1] == 0:
@@ -60,6 +63,16 @@ def check_expression(matrix, where: str = "adata.X") -> None:
         vmax = max(vmax, float(values.max()))
         if all_integer:
             all_integer = bool(np.all(values == np.round(values)))
+    if max_value is not None and vmax > max_value:
+        kind = "raw counts" if all_integer else "values that were never log-transformed"
+        raise ValueError(
+            f"{where} has values up to {vmax:.4g}, far above log-normalised expression "
+            f"(log1p of counts per million stays below 14): {kind} (e.g. counts, CPM or "
+            "TPM). Training on them diverges. Fix: `sc.pp.normalize_total(adata, "
+            "target_sum=1e4); sc.pp.log1p(adata)` (or only `sc.pp.log1p(adata)` for CPM), "
+            "or pass `layer=` with log-normalised values. If these values are "
+            "log-normalised on another scale, pass `allow_large_values=True`."
+        )
     # integer-valued data are counts, however shallow (a maximum of 13 is still counts)
     if all_integer and vmax > 0:
         warnings.warn(

@@ -221,6 +221,29 @@ class PerturbationDataSplitter:
         batch_size
             Cells read at once.
         """
+        counts, sums, _ = self._group_sums(indices, labels, groups, batch_size, squares=False)
+        return sums / counts[:, None]
+
+    def group_moments(
+        self,
+        indices: np.ndarray,
+        labels: Sequence[str],
+        groups: Sequence[str],
+        batch_size: int = 4096,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per group: cell counts, ``groups x genes`` means and unbiased variances.
+
+        Read as :meth:`group_means` reads (in batches); a group of one cell has
+        variance 0.
+        """
+        counts, sums, squares = self._group_sums(indices, labels, groups, batch_size, squares=True)
+        n = counts[:, None].astype(np.float64)
+        means = sums / n
+        var = np.maximum(squares / n - means * means, 0.0) * n / np.maximum(n - 1, 1)
+        return counts, means, var
+
+    def _group_sums(self, indices, labels, groups, batch_size: int, squares: bool):
+        """Counts, sums (and sums of squares) of the cells ``indices`` per group."""
         labels = np.asarray(labels, dtype=object)
         code = pd.Index(list(groups)).get_indexer(labels)
         counts = np.bincount(code[code >= 0], minlength=len(groups))
@@ -228,13 +251,17 @@ class PerturbationDataSplitter:
         if empty:
             raise ValueError(f"No cells with label(s) {empty}.")
         sums = np.zeros((len(groups), self.adata.n_vars))
+        sq = np.zeros_like(sums) if squares else None
         indices = np.asarray(indices)
         for start in range(0, len(indices), batch_size):
             rows = dense_rows(self.expression, indices[start : start + batch_size])
             part = code[start : start + batch_size]
             keep = part >= 0
-            np.add.at(sums, part[keep], rows[keep].astype(np.float64))
-        return sums / counts[:, None]
+            rows = rows[keep].astype(np.float64)
+            np.add.at(sums, part[keep], rows)
+            if sq is not None:
+                np.add.at(sq, part[keep], rows * rows)
+        return counts, sums, sq
 
     def iter_rows(
         self, indices: np.ndarray, batch_size: int, device: torch.device | str = "cpu"
@@ -244,4 +271,3 @@ class PerturbationDataSplitter:
         for start in range(0, len(indices), batch_size):
             rows = dense_rows(matrix, indices[start : start + batch_size])
             yield torch.as_tensor(rows, dtype=self.dtype, device=device)
-

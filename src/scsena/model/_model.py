@@ -15,7 +15,6 @@ from scvi.data.fields import LayerField
 from scvi.model.base import BaseModelClass
 from scvi.train import TrainRunner
 
-from scsena import gene_sets as gs
 from scsena._constants import (
     ADATA_KEYS,
     REGISTRY_KEYS,
@@ -25,7 +24,6 @@ from scsena.data import (
     KIND_CONTROL,
     GeneSetMaskField,
     PerturbationField,
-    check_expression,
     check_known_categories,
     covariate_category_counts,
     covariate_fields,
@@ -33,7 +31,6 @@ from scsena.data import (
     mudata_fields,
     rna_modality,
     targets_from_state,
-    warn_constant_genes,
 )
 from scsena.dataloaders import PerturbationDataSplitter, assign_folds, resolve_heldout
 from scsena.module import MemberMeanLayer, SENAModule
@@ -44,71 +41,10 @@ from scsena.train import (
 from ._interpretation import InterpretationMixin
 from ._persistence import SaveLoadMixin
 from ._prediction import PredictionMixin
+from ._setup import check_gene_order, prepare_expression
 from ._training import TrainingMixin
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def _check_gene_order(data_genes: pd.Index, model_genes: Sequence[str]) -> None:
-    """Refuse data whose genes are not the model's genes in the model's order."""
-    data = np.asarray(data_genes).astype(str)
-    model = np.asarray(model_genes).astype(str)
-    if len(data) == len(model) and np.array_equal(data, model):
-        return
-    if len(data) == len(model) and set(data) == set(model):
-        raise ValueError(
-            "The data's genes are the model's genes in another order; the model would read "
-            "each gene as another. Order them as the model: "
-            "`adata = adata[:, model.var_names].copy()`, then set it up again."
-        )
-    shared = len(set(data) & set(model))
-    raise ValueError(
-        f"The data's genes differ from the model's: the model has {len(model)} genes, the "
-        f"data {len(data)} ({shared} shared). Subset and order the data as the model: "
-        "`adata = adata[:, model.var_names].copy()`, then set it up again."
-    )
-
-
-def _check_names_and_layer(adata: ad.AnnData, layer: str | None) -> None:
-    """Unique gene and cell names, and an existing layer (else a clear error)."""
-    if adata.var_names.has_duplicates:
-        dup = adata.var_names[adata.var_names.duplicated()][:5].tolist()
-        raise ValueError(
-            f"adata.var_names has duplicates (e.g. {dup}); make them unique with "
-            "`adata.var_names_make_unique()` or aggregate duplicated genes."
-        )
-    if adata.obs_names.has_duplicates:
-        dup = adata.obs_names[adata.obs_names.duplicated()][:5].tolist()
-        raise ValueError(
-            f"adata.obs_names has duplicates (e.g. {dup}): cells, and the control cells "
-            "predictions start from, would be ambiguous. Make them unique with "
-            "`adata.obs_names_make_unique()`."
-        )
-    if layer is not None and layer not in adata.layers:
-        raise KeyError(
-            f"Layer {layer!r} not found in adata.layers; layers present: "
-            f"{list(adata.layers.keys())}. Pass one of them, or layer=None for adata.X."
-        )
-
-
-def _register_mask(adata, gene_sets, min_genes, mask_key, keep_terms, kwargs) -> None:
-    """Build the gene-set mask into ``adata.uns[mask_key]`` (or check the one there)."""
-    source_registry = kwargs.get("source_registry")
-    if mask_key in adata.uns and not (
-        isinstance(adata.uns[mask_key], Mapping) and "format" in adata.uns[mask_key]
-    ):
-        raise ValueError(
-            f"adata.uns[{mask_key!r}] exists and is not a scsena gene-set mask; pass "
-            "another `mask_key`."
-        )
-    if gene_sets is not None and source_registry is None:
-        mask = gs.build_mask(adata.var_names, gene_sets, min_genes=min_genes, keep_terms=keep_terms)
-        adata.uns[mask_key] = mask.to_uns()
-    elif gene_sets is None and mask_key not in adata.uns and source_registry is None:
-        raise ValueError(
-            f"gene_sets=None reuses adata.uns[{mask_key!r}], which is absent; pass "
-            "gene sets (e.g. gene_sets='go_bp_sena')."
-        )
 
 
 #: The reference (SENA paper) settings of ``SENAVAE.train``.
@@ -363,6 +299,7 @@ class SENAVAE(
         keep_terms: Sequence[str] | None = None,
         batch_key: str | None = None,
         categorical_covariate_keys: list[str] | None = None,
+        allow_large_values: bool = False,
         **kwargs,
     ) -> None:
         """Register the expression, the perturbation column and the gene-set mask.
@@ -410,19 +347,18 @@ class SENAVAE(
             Further categorical columns of ``adata.obs`` the decoder is conditioned on
             (e.g. a cell-cycle phase); predictions keep each starting control cell's
             values.
+        allow_large_values
+            Accept values above 50, far beyond log-normalised expression (log1p of
+            counts per million stays below 14). Without it such data (counts, CPM or
+            TPM never log-transformed) are refused: training on them diverges.
         **kwargs
             Passed to :meth:`scvi.data.AnnDataManager.register_fields`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
+        where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+        mask_args = (gene_sets, min_genes, mask_key, keep_terms)
         args = setup_method_args["setup_args"]
-        if not isinstance(gene_sets, (str, type(None))):
-            # keep the registry light: the mask itself is kept by the mask field
-            args["gene_sets"] = str(gene_sets) if isinstance(gene_sets, Path) else None
-        _check_names_and_layer(adata, layer)
-        matrix = adata.X if layer is None else adata.layers[layer]
-        check_expression(matrix, "adata.X" if layer is None else f"adata.layers[{layer!r}]")
-        warn_constant_genes(matrix)
-        _register_mask(adata, gene_sets, min_genes, mask_key, keep_terms, kwargs)
+        prepare_expression(adata, layer, where, allow_large_values, args, mask_args, kwargs)
         anndata_fields = [
             LayerField(REGISTRY_KEYS.X_KEY, layer, is_count_data=False),
             PerturbationField(perturbation_key, control_value, delimiter),
@@ -449,6 +385,7 @@ class SENAVAE(
         keep_terms: Sequence[str] | None = None,
         batch_key: str | None = None,
         categorical_covariate_keys: list[str] | None = None,
+        allow_large_values: bool = False,
         **kwargs,
     ) -> None:
         """Register a :class:`~mudata.MuData`: an RNA modality and the perturbations.
@@ -477,8 +414,10 @@ class SENAVAE(
         guide_target_key
             Column of the guide modality's ``var`` with each guide's target
             (``None``: guide names are target names).
-        gene_sets, min_genes, mask_key, keep_terms, batch_key, categorical_covariate_keys, **kwargs
+        gene_sets, min_genes, mask_key, keep_terms, batch_key, categorical_covariate_keys
             As in :meth:`setup_anndata` (columns and ``uns`` of the RNA modality).
+        allow_large_values, **kwargs
+            As in :meth:`setup_anndata`.
         """
         setup_method_args = cls._get_setup_method_args(**locals())
         if rna_mod not in mdata.mod:
@@ -486,16 +425,12 @@ class SENAVAE(
                 f"No modality {rna_mod!r} in the MuData; modalities: {list(mdata.mod)}. "
                 "Pass the RNA modality as `rna_mod`."
             )
-        rna = mdata.mod[rna_mod]
-        args = setup_method_args["setup_args"]
-        if not isinstance(gene_sets, (str, type(None))):
-            args["gene_sets"] = str(gene_sets) if isinstance(gene_sets, Path) else None
-        _check_names_and_layer(rna, layer)
-        matrix = rna.X if layer is None else rna.layers[layer]
         where = f"mdata[{rna_mod!r}]." + ("X" if layer is None else f"layers[{layer!r}]")
-        check_expression(matrix, where)
-        warn_constant_genes(matrix)
-        _register_mask(rna, gene_sets, min_genes, mask_key, keep_terms, kwargs)
+        mask_args = (gene_sets, min_genes, mask_key, keep_terms)
+        args = setup_method_args["setup_args"]
+        prepare_expression(
+            mdata.mod[rna_mod], layer, where, allow_large_values, args, mask_args, kwargs
+        )
         fields = mudata_fields(
             mdata,
             rna_mod,
@@ -535,7 +470,7 @@ class SENAVAE(
         if adata is not None:
             check_known_categories(rna_modality(adata, rna_mod), self.registry_)
         adata = super()._validate_anndata(adata, copy_if_view=copy_if_view)
-        _check_gene_order(rna_modality(adata, rna_mod).var_names, self._model_var_names())
+        check_gene_order(rna_modality(adata, rna_mod).var_names, self._model_var_names())
         return adata
 
     @property

@@ -16,6 +16,7 @@ from scsena.data import (
 )
 from scsena.dataloaders import PerturbationDataSplitter
 
+from ._calibration import CALIBRATION_CELLS, DEFAULT_SHRINKAGE, check_shrinkage, observed_shifts
 from ._confidence import change_table
 
 
@@ -69,7 +70,6 @@ def _control_positions(control_indices, parsed) -> np.ndarray:
             "with `np.flatnonzero(adata.obs[perturbation_key] == control_value)`."
         )
     return idx.astype(np.int64)
-
 
 
 class PredictionMixin:
@@ -173,6 +173,7 @@ class PredictionMixin:
         seed: int = 0,
         batch_size: int | None = None,
         batch: str | None = None,
+        calibrated: bool = True,
         inplace: bool = False,
         key_added: str = "scsena_prediction",
     ) -> ad.AnnData:
@@ -211,6 +212,11 @@ class PredictionMixin:
             With a ``batch_key`` registered at setup: draw the starting control cells
             from this batch only, so the cells are predicted in that batch (``None``:
             from every batch, each cell decoded in its own batch).
+        calibrated
+            With a calibrated model (:meth:`calibrate_predictions`; the default preset
+            calibrates after training), add each target's correction, so that a seen
+            target's mean shift is the one its training cells support, and clip at 0.
+            ``False``: the network's own prediction.
         inplace
             Also write the predicted mean expression of every perturbation into the
             data: ``adata.varm[key_added]`` (genes x perturbations DataFrame) and the
@@ -251,8 +257,9 @@ class PredictionMixin:
         codes = self._encode_predicted(labels)
         start = self._starting_cells(splitter, n_cells, control_indices, batch, seed)
         untrained = self._flag_untrained(codes)
+        correction = self._correction() if calibrated else None
         X = self._predicted_expression(
-            splitter, start, codes, temperature, use_mean, seed, batch_size
+            splitter, start, codes, temperature, use_mean, seed, batch_size, correction
         )
         pred = self._prediction_anndata(splitter, X, start, codes, untrained)
         change = change_table(splitter, X, start, codes, self.targets_)
@@ -266,6 +273,7 @@ class PredictionMixin:
             "use_mean": bool(use_mean),
             "seed": int(seed),
             "batch": "" if batch is None else str(batch),
+            "calibrated": correction is not None,
         }
         if inplace:
             _write_prediction_means(splitter.adata, pred, key_added)
@@ -292,9 +300,13 @@ class PredictionMixin:
         return rng.choice(control, size=n_cells, replace=n_cells > len(control))
 
     def _predicted_expression(
-        self, splitter, start, codes, temperature, use_mean, seed, batch_size
+        self, splitter, start, codes, temperature, use_mean, seed, batch_size, correction=None
     ) -> np.ndarray:
-        """``(len(codes) * len(start), genes)`` predictions, one block per perturbation."""
+        """``(len(codes) * len(start), genes)`` predictions, one block per perturbation.
+
+        ``correction`` (``targets x genes``): added per target of each perturbation,
+        then clipped at 0.
+        """
         n_cells = len(start)
         z = self._encode(splitter, start, batch_size, sample=not use_mean, seed=seed)
         # the control cells themselves, for counterfactual (residual) predictions
@@ -320,7 +332,89 @@ class PredictionMixin:
                 )
                 rows = slice(i * n_cells + s, i * n_cells + min(s + batch_size, n_cells))
                 X[rows] = y.cpu().numpy()
+            if correction is not None and (code >= 0).any():
+                block = X[i * n_cells : (i + 1) * n_cells]
+                block += correction[code[code >= 0]].sum(axis=0)
+                np.maximum(block, 0.0, out=block)
         return X
+
+    def _correction(self) -> np.ndarray | None:
+        """The stored per-target correction (``targets x genes``), or ``None``."""
+        stored = getattr(self, "shift_calibration_", None)
+        return None if stored is None else np.asarray(stored["correction"], dtype=np.float32)
+
+    @torch.inference_mode()
+    def calibrate_predictions(
+        self,
+        shrinkage: float = DEFAULT_SHRINKAGE,
+        n_cells: int = CALIBRATION_CELLS,
+        seed: int = 0,
+        batch_size: int | None = None,
+    ) -> pd.DataFrame:
+        """Set each seen target's predicted mean shift to the one its training cells support.
+
+        The model's mean predicted shift ``m_t`` of each target is measured on
+        ``n_cells`` control cells; the training fold's observed shift ``s_t`` (the
+        mean of the target's single-perturbation training cells minus the control
+        cells' mean) is shrunk gene by gene towards 0 where its standard error ``se``
+        does not support it: ``c_t = s_t max(0, 1 - shrinkage se^2 / s_t^2)``.
+        :meth:`predict_perturbation` then adds ``c_t - m_t`` per target of a
+        perturbation and clips at 0. A seen single target keeps the model's
+        cell-to-cell variation around the calibrated mean; a target whose training
+        cells show no change is predicted as no change; an unseen double gets the
+        calibrated singles' sum plus the model's own interaction
+        ``m_ab - m_a - m_b``. Targets without single-perturbation training cells are
+        left as the model predicts them. The default preset calls this at the end of
+        :meth:`train`; calling it again replaces the calibration.
+
+        Parameters
+        ----------
+        shrinkage
+            Garrote strength ``k`` (0: the training means as they are).
+        n_cells
+            Control cells the model's mean shift is measured on (drawn with ``seed``).
+        seed
+            Seed of the control draw and of the sampling noise.
+        batch_size
+            Cells per forward pass (``None``: ``scvi.settings.batch_size``).
+
+        Returns
+        -------
+        Per target: ``n_cells`` (its single-perturbation training cells),
+        ``observed_l2`` (norm of the shrunk observed shift ``c_t``), ``model_l2``
+        (norm of ``m_t``) and ``correction_l2`` (norm of ``c_t - m_t``); also stored as
+        ``shift_calibration_`` (saved with the model).
+        """
+        shrinkage = check_shrinkage(shrinkage)
+        batch_size = inference_batch_size(batch_size)
+        splitter = self.data_splitter()
+        start = self._starting_cells(splitter, n_cells, None, None, seed)
+        observed, n_obs = observed_shifts(splitter, list(self.targets_), shrinkage)
+        model = np.zeros_like(observed)
+        control = self._predicted_expression(
+            splitter, start, np.full((1, 2), -1), 1000.0, False, seed, batch_size
+        ).mean(axis=0, dtype=np.float64)
+        for j in np.flatnonzero(n_obs > 0):
+            code = np.array([[j, -1]], dtype=np.int64)
+            pred = self._predicted_expression(
+                splitter, start, code, 1000.0, False, seed, batch_size
+            )
+            model[j] = pred.mean(axis=0, dtype=np.float64) - control
+        correction = np.where(n_obs[:, None] > 0, observed - model, 0.0).astype(np.float32)
+        self.shift_calibration_ = {
+            "correction": correction,
+            "shrinkage": shrinkage,
+            "n_cells": n_obs,
+        }
+        return pd.DataFrame(
+            {
+                "n_cells": n_obs,
+                "observed_l2": np.linalg.norm(observed, axis=1),
+                "model_l2": np.linalg.norm(model, axis=1),
+                "correction_l2": np.linalg.norm(correction, axis=1),
+            },
+            index=pd.Index(list(self.targets_), name="target"),
+        )
 
     def _prediction_anndata(self, splitter, X, start, codes, untrained) -> ad.AnnData:
         """The predicted cells as AnnData, labelled with canonical perturbation labels."""
@@ -367,8 +461,7 @@ def _write_prediction_means(adata: ad.AnnData, pred: ad.AnnData, key: str) -> No
         isinstance(adata.uns[key], dict) and adata.uns[key].get("written_by") == "scsena"
     ):
         raise ValueError(
-            f"adata.uns[{key!r}] exists and was not written by scsena; pass another "
-            "`key_added`."
+            f"adata.uns[{key!r}] exists and was not written by scsena; pass another `key_added`."
         )
     groups = pred.obs["perturbation"]
     means = {

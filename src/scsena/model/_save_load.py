@@ -25,6 +25,8 @@ import os
 import pickle
 import re
 import shutil
+import socket
+import stat
 import tempfile
 import warnings
 from collections import OrderedDict, defaultdict
@@ -47,6 +49,8 @@ MDATA_FILE = "mdata.h5mu"
 MODEL_FORMAT = 2
 STAGING_PREFIX = ".scsena-save-"
 _COMPLETE = "complete.json"
+#: Written first into every staging directory: only directories holding it are recovered.
+_MARKER = "scsena-staging.json"
 _TAG = "__scsena_type__"
 _UNSAFE_MESSAGE = "Weights only load failed"
 
@@ -77,20 +81,62 @@ def _array_to_plain(arr: np.ndarray, where: str) -> dict:
     raise TypeError(f"Cannot store {where} (NumPy dtype {arr.dtype}) in a model file.")
 
 
+class MalformedError(ValueError):
+    """Part of a model file that is not what scsena writes (the message says what)."""
+
+
+#: Widest stored string (characters) accepted beyond the widest value actually stored.
+_MAX_STRING_WIDTH = 256
+
+
+def _stored_dtype(d: Mapping) -> np.dtype:
+    try:
+        dtype = np.dtype(d["dtype"])
+    except (TypeError, ValueError, KeyError) as err:
+        raise MalformedError(f"unknown array dtype {d.get('dtype')!r}") from err
+    if dtype.kind not in "biufcmMUSO" or dtype.hasobject and dtype.kind != "O":
+        raise MalformedError(f"array dtype {dtype} is not one scsena writes")
+    return dtype
+
+
+def _stored_shape(d: Mapping, n: int) -> tuple[int, ...]:
+    shape = d.get("shape")
+    ok = isinstance(shape, (list, tuple)) and all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
+    )
+    if not ok or int(np.prod(shape, dtype=object)) != n:
+        raise MalformedError(f"array shape {shape!r} does not match its {n} stored values")
+    return tuple(shape)
+
+
 def _array_from_plain(d: Mapping) -> np.ndarray:
-    dtype = np.dtype(d["dtype"])
-    shape = tuple(int(s) for s in d["shape"])
-    data = d["data"]
+    dtype = _stored_dtype(d)
+    data = d.get("data")
     if isinstance(data, torch.Tensor):
+        shape = _stored_shape(d, data.numel())
+        if dtype.kind not in "biufcmM" or dtype.itemsize > 16:
+            raise MalformedError(f"array dtype {dtype} stored as a tensor")
         arr = data.cpu().numpy()
         arr = arr.view(dtype) if dtype.kind in "mM" else arr.astype(dtype, copy=False)
         return arr.reshape(shape)
+    if not isinstance(data, list):
+        raise MalformedError("array values are neither a tensor nor a list")
+    shape = _stored_shape(d, len(data))
     if dtype.kind == "O":
         arr = np.empty(len(data), dtype=object)
         for i, x in enumerate(data):
             arr[i] = from_plain(x)
         return arr.reshape(shape)
-    return np.array(data, dtype=dtype).reshape(shape)
+    if dtype.kind in "US":
+        arr = np.array(data, dtype=dtype.kind)  # as wide as the widest value, no wider
+        width = dtype.itemsize // (4 if dtype.kind == "U" else 1)
+        if width > max(arr.dtype.itemsize // (4 if dtype.kind == "U" else 1), _MAX_STRING_WIDTH):
+            raise MalformedError(f"string dtype {dtype} far wider than its values")
+        return arr.astype(dtype).reshape(shape)
+    try:
+        return np.array(data, dtype=dtype).reshape(shape)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise MalformedError(f"array values do not fit dtype {dtype}") from err
 
 
 def _values_to_plain(values: Any, where: str) -> dict:
@@ -336,6 +382,7 @@ def read_model_file(
     tuple
         ``(attr_dict, var_names, model_state_dict)``.
     """
+    _check_regular_file(path)
     try:
         raw = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -370,12 +417,100 @@ def _unpack(path: Path, raw: Any) -> tuple[dict, Any, dict]:
     version = raw.get("scsena_format", 1)
     if not isinstance(version, int) or version > MODEL_FORMAT:
         raise _not_a_model(path, f"format {version!r}, written by a newer scsena; upgrade scsena")
-    attr_dict = from_plain(raw["attr_dict"])
+    try:
+        attr_dict = from_plain(raw["attr_dict"])
+        var_names = from_plain(raw["var_names"])
+    except MalformedError as err:
+        raise _not_a_model(path, str(err)) from None
+    except (TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as err:
+        raise _not_a_model(path, f"{type(err).__name__}: {_first_line(err)}") from None
     if not isinstance(attr_dict, dict) or "registry_" not in attr_dict:
         raise _not_a_model(path, "no registry_ among the saved attributes")
+    if not isinstance(raw["model_state_dict"], Mapping):
+        raise _not_a_model(path, "model_state_dict is not a mapping of tensors")
     state = OrderedDict(raw["model_state_dict"])
     state.pop("pyro_param_store", None)
-    return attr_dict, from_plain(raw["var_names"]), state
+    _check_state(path, state)
+    return attr_dict, var_names, state
+
+
+#: Tensor dtypes a saved module may hold.
+_STATE_DTYPES = (torch.float32, torch.float64, torch.float16, torch.int64, torch.bool)
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse anything but a regular file (a FIFO would hang, a device never ends)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise _not_a_model(path, f"{type(err).__name__}: {err}") from None
+    if not stat.S_ISREG(mode):
+        raise _not_a_model(path, "not a regular file (a pipe, device or directory)")
+
+
+def _check_state(path: Path, state: Mapping) -> None:
+    """Every entry a tensor of a dtype a module holds, floating ones finite."""
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise _not_a_model(path, f"module state {key!r} is not a named tensor")
+        if value.dtype not in _STATE_DTYPES:
+            raise _not_a_model(path, f"module state {key!r} has dtype {value.dtype}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise _not_a_model(path, f"module state {key!r} holds NaN or infinite weights")
+
+
+#: ``init_params_`` that size the network, and the saved weight whose first dimension
+#: each must equal; checked before anything is allocated.
+_SIZED_BY = {"n_latent": "fc_mean.weight", "n_hidden": "d1.weight"}
+
+
+def check_sizes(path: Path, attr_dict: Mapping, state: Mapping) -> None:
+    """``init_params_`` that agree with the saved weights, before the network is built."""
+    init = attr_dict.get("init_params_")
+    params = init.get("non_kwargs", init) if isinstance(init, Mapping) else None
+    if not isinstance(params, Mapping):
+        raise _not_a_model(path, "no init_params_ among the saved attributes")
+    for name, key in _SIZED_BY.items():
+        value = params.get(name)
+        if value is None:
+            continue
+        if key not in state:
+            raise _not_a_model(path, f"weights {key!r} missing")
+        if not isinstance(value, (int, np.integer)) or int(value) != state[key].shape[0]:
+            raise _not_a_model(
+                path,
+                f"init_params_ {name}={value!r} but the weights {key!r} have "
+                f"{state[key].shape[0]} rows",
+            )
+
+
+def check_state_matches(path: Path, module: torch.nn.Module, state: Mapping) -> None:
+    """Refuse a saved state that does not fit the built module.
+
+    It must have the module's entries, shapes and kinds of dtype, and its integer
+    buffers (gene indices of the gene sets) must equal the ones the data's mask gives.
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    if missing or extra:
+        raise _not_a_model(path, f"weights missing {missing[:5]}, unexpected {extra[:5]}")
+    for key, value in own.items():
+        saved = state[key]
+        if saved.shape != value.shape:
+            raise _not_a_model(
+                path,
+                f"weights {key!r} of shape {tuple(saved.shape)}, the model needs "
+                f"{tuple(value.shape)}",
+            )
+        if saved.is_floating_point() != value.is_floating_point():
+            raise _not_a_model(path, f"weights {key!r} of dtype {saved.dtype}")
+        if not value.is_floating_point() and not torch.equal(saved.cpu(), value.cpu()):
+            raise _not_a_model(
+                path, f"index buffer {key!r} differs from the one the gene-set mask gives"
+            )
 
 
 # ----------------------------------------------------------------- saving
@@ -422,66 +557,45 @@ def _commit(staging: Path, target: Path, plan: Mapping) -> None:
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _leftover_pid(entry: Path) -> int | None:
-    m = re.fullmatch(re.escape(STAGING_PREFIX) + r"(\d+)-.+", entry.name)
-    return int(m.group(1)) if m and entry.is_dir() else None
+def _leftover(entry: Path) -> int | None:
+    """PID of a staging directory that a save of this host wrote, else ``None``.
 
-
-def _is_model_dir(path: Path) -> bool:
-    """A directory holding a model and nothing else (as older saves staged it)."""
+    A directory counts only when its name is a staging name and it holds the marker
+    that save wrote first (the random part of its name, this host, the PID): nothing
+    else is ever touched, whatever its name, and a save running on another host
+    sharing the file system is left alone.
+    """
+    m = re.fullmatch(re.escape(STAGING_PREFIX) + r"(\d+)-(.+)", entry.name)
+    if not m or not entry.is_dir() or entry.is_symlink():
+        return None
     try:
-        names = {p.name for p in path.iterdir()}
-    except OSError:
-        return False
-    return MODEL_FILE in names and names <= set(own_files())
+        marker = json.loads((entry / _MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    pid, token = int(m.group(1)), m.group(2)
+    ok = isinstance(marker, dict) and marker.get("token") == token and marker.get("pid") == pid
+    return pid if ok and marker.get("host") == socket.gethostname() else None
 
 
 def recover_saves(target: Path) -> None:
     """Complete or remove what killed saves into ``target`` left behind, with a warning."""
     target = Path(target)
-    if target.is_dir():
-        for entry in sorted(target.iterdir()):
-            pid = _leftover_pid(entry)
-            if pid is None or _pid_alive(pid):
-                continue
-            plan = _read_plan(entry)
-            if plan is None:
-                shutil.rmtree(entry, ignore_errors=True)
-                _tell(
-                    f"Removed {entry.name!r} in {str(target)!r}, the temporary files of a save "
-                    "that was interrupted; the model saved there before is unchanged."
-                )
-            else:
-                _commit(entry, target, plan)
-                _tell(f"Completed a save into {str(target)!r} that was interrupted.")
-    _recover_older_saves(target)
-
-
-def _recover_older_saves(target: Path) -> None:
-    """Leftovers of older scsena versions: ``.name.old-<pid>`` and ``.name.<random>``."""
-    parent = target.parent
-    if not parent.is_dir():
+    if not target.is_dir():
         return
-    old = re.compile(re.escape(f".{target.name}.") + r"old-\d+")
-    tmp = re.compile(re.escape(f".{target.name}.") + r"[a-z0-9_]{8}")
-    for entry in sorted(parent.iterdir()):
-        if not (old.fullmatch(entry.name) or tmp.fullmatch(entry.name)):
+    for entry in sorted(target.iterdir()):
+        pid = _leftover(entry)
+        if pid is None or _pid_alive(pid):
             continue
-        if not _is_model_dir(entry):
-            continue
-        has_model = (target / MODEL_FILE).exists()
-        if old.fullmatch(entry.name) and not has_model and not target.exists():
-            os.replace(entry, target)
-            _tell(
-                f"Restored the model in {str(target)!r} from {entry.name!r}, where an "
-                "interrupted save had left it."
-            )
-        else:
+        plan = _read_plan(entry)
+        if plan is None:
             shutil.rmtree(entry, ignore_errors=True)
             _tell(
-                f"Removed {str(parent / entry.name)!r}, a copy an interrupted save of "
-                f"{str(target)!r} had left behind."
+                f"Removed {entry.name!r} in {str(target)!r}, the temporary files of a save "
+                "that was interrupted; the model saved there before is unchanged."
             )
+        else:
+            _commit(entry, target, plan)
+            _tell(f"Completed a save into {str(target)!r} that was interrupted.")
 
 
 def _tell(message: str) -> None:
@@ -516,10 +630,13 @@ def staged_save(target: Path, prefix: str = "", overwrite: bool = False) -> Iter
             "replace the model in it (files that scsena did not write are kept)."
         )
     target.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=target))
+    prefix_ = f"{STAGING_PREFIX}{os.getpid()}-"
+    staging = Path(tempfile.mkdtemp(prefix=prefix_, dir=target))
+    marker = {"token": staging.name[len(prefix_) :], "host": socket.gethostname()}
+    (staging / _MARKER).write_text(json.dumps(marker | {"pid": os.getpid()}))
     try:
         yield staging
-        files = sorted(p.name for p in staging.iterdir())
+        files = sorted(p.name for p in staging.iterdir() if p.name != _MARKER)
         remove = sorted(set(_previous_files(target, prefix)) - set(files))
         marker = staging / (_COMPLETE + ".tmp")
         marker.write_text(json.dumps({"files": files, "remove": remove}))
@@ -605,8 +722,14 @@ def build_model(
         _validate_var_names(rna, np.asarray(var_names))
         getattr(cls, method)(adata, source_registry=registry, **registry[_SETUP_ARGS_KEY])
     _default_legacy_preset(attr_dict)
-    model = _initialize_model(cls, adata, registry, attr_dict, None)
+    file = path / f"{prefix}{MODEL_FILE}"
+    check_sizes(file, attr_dict, state)
+    try:
+        model = _initialize_model(cls, adata, registry, attr_dict, None)
+    except (TypeError, KeyError, IndexError, AttributeError) as err:
+        raise _not_a_model(file, f"{type(err).__name__}: {_first_line(err)}") from None
     model.module.on_load(model)
+    check_state_matches(file, model.module, state)
     model.module.load_state_dict(state)
     model.to_device(torch_device)
     model.module.eval()

@@ -27,6 +27,7 @@ from scsena._presets import TRAIN_PRESETS, resolve
 from scsena._runtime import training_run
 from scsena.train import (
     EpochCheckpoint,
+    NonFiniteLossError,
     check_resume,
     make_loader,
     progress_callbacks,
@@ -91,7 +92,6 @@ def _mlflow_logger(checkpoint_dir: str | Path | None):
     return mlflow_logger(directory=directory)
 
 
-
 class TrainingMixin:
     """Training and the losses on folds of :class:`~scsena.SENAVAE`."""
 
@@ -130,6 +130,7 @@ class TrainingMixin:
         tau_max: float | None = None,
         grad_clip: float | None = None,
         select_best_epoch: bool | None = None,
+        calibrate: bool | None = None,
         validate_on_test: bool = False,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
@@ -168,6 +169,10 @@ class TrainingMixin:
             Keep the weights of the epoch with the lowest mean of the epoch-average
             loss components (total, MMD, MSE, KL, L1), as the reference does;
             ``False`` keeps the last epoch.
+        calibrate
+            After training, calibrate predictions with :meth:`calibrate_predictions`
+            (default preset ``True``, reference ``False``); ``False`` removes a
+            previous calibration.
         validate_on_test
             Also compute the losses on the test fold each epoch (``*_validation``).
         accelerator, devices
@@ -232,12 +237,13 @@ class TrainingMixin:
             "beta_max": beta_max,
             "tau_max": tau_max,
             "select_best_epoch": select_best_epoch,
+            "calibrate": calibrate,
         }
         plan_kwargs = _merge_plan_kwargs(given, plan_kwargs)
         settings = resolve(TRAIN_PRESETS[self.preset_], given)
         max_epochs, batch_size, lr = (settings[k] for k in ("max_epochs", "batch_size", "lr"))
         alpha_max, beta_max, tau_max = (settings[k] for k in ("alpha_max", "beta_max", "tau_max"))
-        select_best_epoch = settings["select_best_epoch"]
+        select_best_epoch, calibrate = settings["select_best_epoch"], settings["calibrate"]
         seed = self.seed_ if seed is None else int(seed)
         pl.seed_everything(seed, workers=True, verbose=False)
         datamodule = self.data_splitter().data_module(
@@ -275,6 +281,9 @@ class TrainingMixin:
         result = self._run_training(runner, plan, checkpoint_dir)
         self.best_epoch_ = plan.best_epoch if select_best_epoch else None
         self.module.eval()
+        self.shift_calibration_ = None
+        if calibrate and not self.training_interrupted_:
+            self.calibrate_predictions()
         return result
 
     def _callbacks(self, trainer_kwargs: dict, checkpoint_dir, checkpoint_every, ckpt_path) -> list:
@@ -284,7 +293,11 @@ class TrainingMixin:
         if checkpoint_dir is not None:
             callbacks.append(
                 EpochCheckpoint(
-                    checkpoint_dir, checkpoint_every, self.targets_, self._model_var_names()
+                    checkpoint_dir,
+                    checkpoint_every,
+                    self.targets_,
+                    self._model_var_names(),
+                    resume_from=ckpt_path,
                 )
             )
             trainer_kwargs["enable_checkpointing"] = True
@@ -311,6 +324,9 @@ class TrainingMixin:
         sigint = signal.getsignal(signal.SIGINT)
         try:
             result = runner()
+        except NonFiniteLossError:
+            self.is_trained_ = False
+            raise
         except SystemExit as err:
             sigterm = isinstance(err, SIGTERMException)
             if not (sigterm or isinstance(watch.exception, KeyboardInterrupt)):

@@ -9,12 +9,13 @@ from ._data import (
 )
 from ._progress import EpochLines, progress_callbacks
 from ._schedules import Schedules
-from ._training_plan import SELECTION_COMPONENTS, SENATrainingPlan
+from ._training_plan import SELECTION_COMPONENTS, NonFiniteLossError, SENATrainingPlan
 
 __all__ = [
     "SELECTION_COMPONENTS",
     "EpochCheckpoint",
     "EpochLines",
+    "NonFiniteLossError",
     "PairedPerturbationDataset",
     "PerturbationDataModule",
     "PerturbationPureBatchSampler",

@@ -17,6 +17,24 @@ from ._schedules import Schedules
 SELECTION_COMPONENTS = ("loss", "mmd", "mse", "kl", "l1")
 
 
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss or weight and was stopped.
+
+    Attributes
+    ----------
+    epoch
+        The epoch (0-based) whose loss or weights were not finite.
+    restored_epoch
+        The last epoch with finite loss and weights, whose weights the module holds
+        again (``None`` when no epoch of this run was finite).
+    """
+
+    def __init__(self, message: str, epoch: int, restored_epoch: int | None):
+        super().__init__(message)
+        self.epoch = epoch
+        self.restored_epoch = restored_epoch
+
+
 class SENATrainingPlan(TrainingPlan):
     """Lightning module for :class:`~scsena.module.SENAModule`.
 
@@ -81,6 +99,8 @@ class SENATrainingPlan(TrainingPlan):
         self._best_state: dict | None = None
         self._sums: dict[str, torch.Tensor] = {}
         self._components = tuple(module.loss_components())
+        self._finite_state: dict | None = None
+        self._finite_epoch: int | None = None
 
     def _optimizer_creator_fn(self, optimizer_cls):
         """Adam / AdamW with the plan's settings, as one multi-tensor update per step.
@@ -157,6 +177,10 @@ class SENATrainingPlan(TrainingPlan):
         """Losses on validation batches with the epoch's schedules."""
         self._step(batch, "validation")
 
+    def on_train_start(self) -> None:
+        """Keep the weights training starts from, the state a non-finite first epoch restores."""
+        self._finite_state = {k: v.clone() for k, v in self.module.state_dict().items()}
+
     def on_train_epoch_start(self) -> None:
         """Start the epoch's loss sums afresh."""
         self._sums.pop("train", None)
@@ -170,8 +194,14 @@ class SENATrainingPlan(TrainingPlan):
         self._log_epoch("validation")
 
     def on_train_epoch_end(self) -> None:
-        """Log the epoch means and the schedule values; keep the best epoch's weights."""
+        """Log the epoch means and the schedule values; keep the best epoch's weights.
+
+        A non-finite loss or weight stops training (:class:`NonFiniteLossError`) before
+        the epoch's checkpoint is written, with the last finite epoch's weights back
+        in the module.
+        """
         means = self._log_epoch("train")
+        self._check_finite(means)
         alpha, beta, tau = self.current_schedule()
         self.log_dict({"alpha": alpha, "beta": beta, "tau": tau}, on_epoch=True)
         self.log_dict(self.assignment_diagnostics(tau), on_epoch=True)
@@ -181,6 +211,35 @@ class SENATrainingPlan(TrainingPlan):
                 self.best_score = score
                 self.best_epoch = int(self.current_epoch)
                 self._best_state = copy.deepcopy(self.module.state_dict())
+
+    @torch.no_grad()
+    def _check_finite(self, means: dict[str, float] | None) -> None:
+        """Keep the weights of a finite epoch; restore them and raise on a non-finite one."""
+        params = [p.detach() for p in self.module.parameters()]
+        weights_ok = bool(torch.stack([torch.isfinite(p).all() for p in params]).all())
+        bad = [k for k, v in (means or {}).items() if not np.isfinite(v)]
+        if weights_ok and not bad:
+            self._finite_state = {k: v.clone() for k, v in self.module.state_dict().items()}
+            self._finite_epoch = int(self.current_epoch)
+            return
+        if self._finite_state is not None:
+            self.module.load_state_dict(self._finite_state)
+        what = f"the loss ({', '.join(bad)})" if bad else "the weights"
+        kept = (
+            f"the weights of epoch {self._finite_epoch + 1}, the last finite one"
+            if self._finite_epoch is not None
+            else "the weights it started this run with"
+        )
+        raise NonFiniteLossError(
+            f"Training stopped at epoch {int(self.current_epoch) + 1}: {what} became NaN or "
+            f"infinite. Likely causes: expression that is not log-normalised (values in "
+            f"the thousands; fix: `sc.pp.normalize_total(adata, target_sum=1e4); "
+            f"sc.pp.log1p(adata)`), or a learning rate too high for the data (lr={self.lr:g}; "
+            f"the default is {REFERENCE_TRAIN['lr']:g}). The model keeps {kept} and is not "
+            "marked trained.",
+            int(self.current_epoch),
+            self._finite_epoch,
+        )
 
     @torch.no_grad()
     def assignment_diagnostics(self, temperature: float) -> dict[str, float]:
