@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,6 +38,7 @@ from common import add_json_option, machine_line, quiet, recording, write_json  
 
 import scsena  # noqa: E402
 from scsena.evaluate import evaluate_model  # noqa: E402
+from scsena.metrics import energy_distance  # noqa: E402
 
 KNOCKOUT = dict(n_cells=6000, n_genes=1000, n_targets=12, n_doubles=8, seed=0)
 LOW_DATA = dict(n_cells=3000, n_genes=1000, n_targets=24, n_doubles=16, seed=3)
@@ -59,8 +61,11 @@ METRICS = ("energy", "l2_top1000", "mmd")
 VARIANTS = {"default": 1.0, "network alone": None, "shrinkage 0": 0.0, "shrinkage 4": 4.0}
 
 
-def _scores(adata, seed: int, epochs: int, folds, heldout="auto", variants=("default",)):
-    """Per variant: method x perturbation x metric of the default model trained on ``adata``."""
+def _scores(
+    adata, seed: int, epochs: int, folds, heldout="auto", variants=("default",), keep=False
+):
+    """Per variant: method x perturbation x metric of the default model trained on ``adata``
+    (and the model, with ``keep``)."""
     data = adata.copy()
     scsena.SENAVAE.setup_anndata(data, perturbation_key="guide_ids")
     model = scsena.SENAVAE(data, seed=seed, heldout=heldout)
@@ -79,7 +84,7 @@ def _scores(adata, seed: int, epochs: int, folds, heldout="auto", variants=("def
         out[name] = res.pivot_table(
             index=["perturbation", "metric"], columns="method", values="value"
         )
-    return out
+    return (out, model) if keep else out
 
 
 def knockout(seed: int, epochs: int) -> dict:
@@ -110,9 +115,61 @@ def _knockout_counts(table, effect) -> dict:
 
 
 def doubles_against(adata, seed: int, epochs: int, baseline: str) -> dict:
-    tables = _scores(adata, seed, epochs, ("double",), variants=("default", "network alone"))
+    tables, model = _scores(
+        adata, seed, epochs, ("double",), variants=("default", "network alone"), keep=True
+    )
     out = _doubles_counts(tables["default"], baseline)
-    return out | {"network alone": _doubles_counts(tables["network alone"], baseline)}
+    out["network alone"] = _doubles_counts(tables["network alone"], baseline)
+    out["shrunk_additive"] = shrunk_additive(model, seed)
+    return out
+
+
+def shrunk_additive(model, seed: int, n_cells: int = 300) -> dict:
+    """Unseen doubles: the default model against the additive baseline of the shrunk
+    single shifts the calibration uses (``control + c_a + c_b``, no network), and the
+    plain additive one, from the same control cells (energy, L2 of means)."""
+    model.calibrate_predictions()
+    adata = model.adata
+    X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X)
+    labels = adata.obs["guide_ids"].astype(str).to_numpy()
+    folds = adata.obs["scsena_fold"].astype(str).to_numpy()
+    rng = np.random.default_rng(seed)
+    start = rng.choice(np.flatnonzero(folds == "control"), n_cells, replace=False)
+    shift = model.shift_calibration_["shift"]
+    targets = list(model.targets_)
+    train = folds == "train"
+    control_mean = X[folds == "control"].mean(axis=0)
+    rows = []
+    for double in sorted(set(labels[folds == "double"])):
+        a, b = (targets.index(t) for t in double.split(","))
+        real = X[labels == double][:n_cells]
+        raw = [X[train & (labels == targets[j])].mean(axis=0) - control_mean for j in (a, b)]
+        cells = {
+            "model": np.asarray(model.predict_perturbation(double, control_indices=start).X),
+            "shrunk additive": np.maximum(X[start] + shift[a] + shift[b], 0),
+            "additive": np.maximum(X[start] + raw[0] + raw[1], 0),
+        }
+        for name, pred in cells.items():
+            rows.append(
+                (
+                    double,
+                    name,
+                    energy_distance(pred, real),
+                    float(np.linalg.norm(pred.mean(axis=0) - real.mean(axis=0))),
+                )
+            )
+    frame = pd.DataFrame(rows, columns=["double", "method", "energy", "l2"])
+    wide = frame.pivot(index="double", columns="method")
+    out = {
+        m: {"energy": float(wide["energy"][m].mean()), "l2": float(wide["l2"][m].mean())}
+        for m in ("model", "shrunk additive", "additive")
+    }
+    for metric in ("energy", "l2"):
+        out[f"model_better_than_shrunk_{metric}"] = int(
+            (wide[metric]["model"] < wide[metric]["shrunk additive"]).sum()
+        )
+    out["n"] = len(wide)
+    return out
 
 
 def _doubles_counts(table, baseline: str) -> dict:

@@ -259,7 +259,7 @@ READOUT_COLUMNS = [
 #: How the methods of the readouts run are shown.
 READOUT_LABELS = {
     "scsena preset='scsena'": "model, default preset",
-    "scsena preset='reference'": "model, `preset=\"reference\"`",
+    "scsena preset='reference'": 'model, `preset="reference"`',
     "mean": "mean of member genes",
     "ulm": "decoupler ULM",
 }
@@ -303,25 +303,48 @@ def readouts_consensus(results: dict[str, dict]) -> str:
 
 
 def predictions_table(results: dict[str, dict]) -> str:
-    """Per seed: seen targets near their mean baseline, null targets near control,
-    unseen doubles better than control (low data) or additive (saturating)."""
+    """Per seed and variant: seen targets near their mean baseline, null targets near
+    control (energy and L2), unseen doubles better than control (low data) or additive
+    (saturating)."""
     res = results["predictions"]["results"]
     rows = []
     for seed in sorted(res["low_data"], key=int):
-        cells = []
-        for key in ("knockout_40", "knockout_100"):
-            e = res[key][seed]["energy"]
-            cells.append(f"{e['effect_within_5pct_of_mean']}/{e['n_effect']}")
-            cells.append(f"{e['null_within_5pct_of_control']}/{e['n_null']}")
-        low = res["low_data"][seed]
-        cells.append(", ".join(f"{low[m]['model_better']}/{low[m]['n']}" for m in METRIC_ORDER))
-        sat = res["saturating"][seed]
-        cells.append(", ".join(f"{sat[m]['model_better']}/{sat[m]['n']}" for m in METRIC_ORDER))
-        cells.append(f"{sat['energy']['model']:.3f} vs {sat['energy']['additive']:.3f}")
-        rows.append([seed, *cells])
-    header = ["seed", "knock-out, 40 epochs: targets with an effect <= 1.05x mean (energy)"]
+        for variant in ("default", "network alone", "shrinkage 0", "shrinkage 4"):
+            cells = []
+            e40 = res["knockout_40"][seed]["variants"][variant]["energy"]
+            worst = (max(e40["effect_ratio_to_mean"]), max(e40["null_ratio_to_control"]))
+            for key in ("knockout_40", "knockout_100"):
+                counts = res[key][seed]["variants"][variant]
+                for part, n in (("effect_within_5pct_of_mean", "n_effect"),):
+                    e, l2 = counts["energy"], counts["l2_top1000"]
+                    cells.append(f"{e[part]}/{e[n]}, {l2[part]}/{l2[n]}")
+                e, l2 = counts["energy"], counts["l2_top1000"]
+                cells.append(
+                    f"{e['null_within_5pct_of_control']}/{e['n_null']}, "
+                    f"{l2['null_within_5pct_of_control']}/{l2['n_null']}"
+                )
+            if variant in ("default", "network alone"):
+                low = res["low_data"][seed]
+                sat = res["saturating"][seed]
+                if variant != "default":
+                    low, sat = low[variant], sat[variant]
+                cells.append(
+                    ", ".join(f"{low[m]['model_better']}/{low[m]['n']}" for m in METRIC_ORDER)
+                )
+                cells.append(
+                    ", ".join(f"{sat[m]['model_better']}/{sat[m]['n']}" for m in METRIC_ORDER)
+                )
+                cells.append(f"{sat['energy']['model']:.3f} vs {sat['energy']['additive']:.3f}")
+            else:
+                cells += ["–", "–", "–"]
+            rows.append([seed, variant, *cells[:4], f"{worst[0]:.3f}, {worst[1]:.3f}", *cells[4:]])
+    header = ["seed", "model", "knock-out, 40 epochs: effect targets <= 1.05x mean (energy, L2)"]
     header += ["null targets <= 1.05x control", "100 epochs: effect <= 1.05x mean"]
-    header += ["null <= 1.05x control", "low data: doubles better than control (MMD, energy, L2)"]
+    header += [
+        "null <= 1.05x control",
+        "40 epochs, worst energy ratio (effect / mean, null / control)",
+    ]
+    header += ["low data: doubles better than control (MMD, energy, L2)"]
     header += ["saturating: doubles better than additive (MMD, energy, L2)"]
     header += ["saturating: energy, model vs additive"]
     return table(header, rows)

@@ -357,18 +357,24 @@ def test_cli_shows_scsena_warnings(small_run, tmp_path):
     counts.X = np.expm1(counts.X.toarray() if hasattr(counts.X, "toarray") else counts.X)
     counts.X = np.round(counts.X * 20)
     counts.write_h5ad(tmp_path / "counts.h5ad")
-    with pytest.warns(UserWarning, match="raw counts"):
-        main(
-            [
-                "train",
-                "--data",
-                str(tmp_path / "counts.h5ad"),
-                "--epochs",
-                "1",
-                "--save-dir",
-                str(tmp_path / "c"),
-            ]
-        )
+    args = ["train", "--data", str(tmp_path / "counts.h5ad"), "--epochs", "1"]
+    assert main([*args, "--save-dir", str(tmp_path / "c")]) == 1
+    assert main([*args, "--save-dir", str(tmp_path / "n"), "--normalize"]) == 0
+
+
+def test_cli_refuses_raw_counts_with_its_own_option(tmp_path, capsys):
+    counts = scsena.datasets.simulate_perturbseq(
+        n_cells=400, n_genes=200, n_targets=4, n_doubles=2, seed=0
+    )
+    counts.X = np.round(np.expm1(counts.X.toarray()) * 20)
+    counts.write_h5ad(tmp_path / "counts.h5ad")
+    args = ["train", "--data", str(tmp_path / "counts.h5ad"), "--epochs", "1"]
+    assert main([*args, "--save-dir", str(tmp_path / "c")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "raw counts" in err and "--normalize" in err
+    assert "Traceback" not in err and not (tmp_path / "c").exists()
+    assert main([*args, "--save-dir", str(tmp_path / "n"), "--normalize"]) == 0
+    assert main(["evaluate", "--model-dir", str(tmp_path / "n")]) == 0
 
 
 def test_cli_preset_reference_trains_the_published_model(tmp_path):

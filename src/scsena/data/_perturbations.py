@@ -15,6 +15,7 @@ vectors, and an unseen combination ``"A,B"`` needs no new category.
 
 from __future__ import annotations
 
+import unicodedata
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -53,7 +54,16 @@ def _as_string_series(labels: Iterable | pd.Series, name: str = "perturbation") 
             f"(e.g. {example!r}). Convert the column with `.astype(str)` and make sure the "
             "labels are target gene names."
         )
-    return s
+    return _nfc(s)
+
+
+def _nfc(s: pd.Series) -> pd.Series:
+    """Labels in Unicode NFC: the same name typed as composed or decomposed is one name."""
+    uniq = pd.unique(s)
+    if all(v.isascii() for v in uniq):
+        return s
+    mapping = {v: unicodedata.normalize("NFC", v) for v in uniq}
+    return s.map(mapping)
 
 
 def split_label(label: str, control_value: str = "", delimiter: str = ",") -> tuple[str, ...]:
@@ -73,7 +83,8 @@ def split_label(label: str, control_value: str = "", delimiter: str = ",") -> tu
     The targets (an empty tuple for control cells). Control tokens inside a
     combination (pertpy's ``"A+ctrl"``) are dropped.
     """
-    stripped = label.strip()
+    stripped = unicodedata.normalize("NFC", label).strip()
+    control_value = unicodedata.normalize("NFC", control_value)
     if stripped == control_value.strip():
         return ()
     parts = tuple(p.strip() for p in stripped.split(delimiter))

@@ -223,6 +223,14 @@ def _no_overlap_error(var_names: pd.Index, genes: np.ndarray) -> ValueError:
         f"(e.g. {_examples(var_names)}) and the gene sets use {set_type} ids "
         f"(e.g. {_examples(genes)})."
     )
+    versioned = pd.Index(var_names).astype(str).str.fullmatch(r"ENS[A-Z]*G\d+\.\d+")
+    if versioned.mean() > 0.5:
+        return ValueError(
+            f"{head} var_names are versioned Ensembl IDs (e.g. {_examples(var_names)}); the "
+            "gene sets use unversioned ones. Strip the version: "
+            "`adata.var_names = adata.var_names.str.replace(r'\\.\\d+$', '', regex=True)` "
+            "(then `adata.var_names_make_unique()`)."
+        )
     if var_type != set_type:
         return ValueError(
             f"{head} Use the same id type for both: map the gene sets with "

@@ -252,6 +252,13 @@ class PredictionMixin:
         """
         batch_size = inference_batch_size(batch_size)
         _check_temperature(temperature)
+        if not self.is_trained_:
+            warnings.warn(
+                "The model is not trained: these predictions come from its initial weights. "
+                "Call model.train() first (or load a trained model).",
+                UserWarning,
+                stacklevel=2,
+            )
         splitter = self.data_splitter(adata)
         labels = [perturbations] if isinstance(perturbations, str) else list(perturbations)
         codes = self._encode_predicted(labels)
@@ -382,8 +389,9 @@ class PredictionMixin:
         -------
         Per target: ``n_cells`` (its single-perturbation training cells),
         ``observed_l2`` (norm of the shrunk observed shift ``c_t``), ``model_l2``
-        (norm of ``m_t``) and ``correction_l2`` (norm of ``c_t - m_t``); also stored as
-        ``shift_calibration_`` (saved with the model).
+        (norm of ``m_t``) and ``correction_l2`` (norm of ``c_t - m_t``). The shifts
+        ``c_t`` (``"shift"``) and corrections (``"correction"``), ``targets x genes``,
+        are stored in ``shift_calibration_`` (saved with the model).
         """
         shrinkage = check_shrinkage(shrinkage)
         batch_size = inference_batch_size(batch_size)
@@ -402,6 +410,7 @@ class PredictionMixin:
             model[j] = pred.mean(axis=0, dtype=np.float64) - control
         correction = np.where(n_obs[:, None] > 0, observed - model, 0.0).astype(np.float32)
         self.shift_calibration_ = {
+            "shift": observed.astype(np.float32),
             "correction": correction,
             "shrinkage": shrinkage,
             "n_cells": n_obs,
