@@ -101,8 +101,8 @@ def _knockout_counts(table, effect) -> dict:
     for metric in ("energy", "l2_top1000"):
         t = table.xs(metric, level="metric")
         hit = np.asarray([bool(effect[p]) for p in t.index])
-        ratio_mean = (t["sena"] / t["mean"])[hit]
-        ratio_control = (t["sena"] / t["control"])[~hit]
+        ratio_mean = (t["scsena"] / t["mean"])[hit]
+        ratio_control = (t["scsena"] / t["control"])[~hit]
         out[metric] = {
             "effect_within_5pct_of_mean": int((ratio_mean <= 1.05).sum()),
             "n_effect": int(hit.sum()),
@@ -177,9 +177,9 @@ def _doubles_counts(table, baseline: str) -> dict:
     for metric in METRICS:
         t = table.xs(metric, level="metric")
         out[metric] = {
-            "model_better": int((t["sena"] < t[baseline]).sum()),
+            "model_better": int((t["scsena"] < t[baseline]).sum()),
             "n": len(t),
-            "model": float(t["sena"].mean()),
+            "model": float(t["scsena"].mean()),
             baseline: float(t[baseline].mean()),
         }
     return out

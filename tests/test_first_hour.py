@@ -87,7 +87,7 @@ def test_plus_and_control_labels_setup_train_predict_evaluate_cli(tmp_path, caps
     table = res.results
     double_rows = table[table["fold"] == "double"]
     assert set(double_rows["perturbation"]) - {"(all)"} == doubles
-    assert {"sena", "control", "additive"} <= set(double_rows["method"])
+    assert {"scsena", "control", "additive"} <= set(double_rows["method"])
     assert np.isfinite(double_rows.query("metric == 'mmd'")["value"]).all()
 
     path = tmp_path / "pertpy.h5ad"

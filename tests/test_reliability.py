@@ -80,6 +80,27 @@ def test_symbols_versus_ensembl():
         scsena.SENAVAE.setup_anndata(a)
 
 
+def test_versioned_ensembl_ids_say_strip_the_version():
+    a = toy_adata()
+    a.var_names = [f"{g}.{i % 20 + 1}" for i, g in enumerate(a.var_names)]
+    with pytest.raises(ValueError, match="versioned Ensembl IDs.*Strip the version"):
+        scsena.SENAVAE.setup_anndata(a)
+
+
+def test_unicode_forms_of_a_label_are_one_target():
+    import unicodedata
+
+    composed, decomposed = (unicodedata.normalize(f, "Caf\u00e9") for f in ("NFC", "NFD"))
+    assert composed != decomposed
+    labels = [""] * 60 + [composed] * 40 + [decomposed] * 40 + ["B"] * 40
+    a = toy_adata(labels=labels)
+    scsena.SENAVAE.setup_anndata(a)
+    model = scsena.SENAVAE(a)
+    assert list(model.targets_) == ["B", composed]
+    pred = model.predict_perturbation(decomposed, n_cells=3)
+    assert pred.obs["perturbation"].iloc[0] == composed
+
+
 def test_duplicated_var_names():
     a = toy_adata()
     a.var_names = [a.var_names[0]] * 2 + list(a.var_names[2:])
@@ -113,7 +134,7 @@ def test_bad_values(value, match):
 
 
 def test_raw_counts_warn_with_fix():
-    a = toy_adata(X=np.random.default_rng(0).poisson(30, size=(140, 60)).astype(np.float32))
+    a = toy_adata(X=np.random.default_rng(0).poisson(12, size=(140, 60)).astype(np.float32))
     with pytest.warns(UserWarning, match="raw counts.*normalize_total"):
         scsena.SENAVAE.setup_anndata(a)
 

@@ -106,7 +106,7 @@ def _dense(matrix) -> np.ndarray:
 def evaluate_model(
     model,
     adata=None,
-    name: str = "sena",
+    name: str = "scsena",
     folds: Sequence[str] = FOLDS,
     baselines: Sequence[str] = BASELINES,
     n_de_genes: int = 20,

@@ -1,6 +1,7 @@
 """Command line: demo, train -> evaluate -> activity, MLflow tracking."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -199,8 +200,8 @@ def test_train_evaluate_activity_with_mlflow(tmp_path, capsys):
     )
     summary = pd.read_csv(out / "summary_over_seeds.tsv", sep="\t")
     double = summary[(summary["fold"] == "double") & (summary["metric"] == "mmd")]
-    assert set(double["method"]) == {"sena", "control", "additive"}
-    assert (double.loc[double["method"] == "sena", "n_seeds"] == 2).all()
+    assert set(double["method"]) == {"scsena", "control", "additive"}
+    assert (double.loc[double["method"] == "scsena", "n_seeds"] == 2).all()
     tidy = pd.read_csv(out / "seed0" / "metrics.tsv", sep="\t")
     assert list(tidy.columns) == ["method", "fold", "perturbation", "metric", "value"]
     # evaluate names every file it wrote
@@ -386,3 +387,45 @@ def test_cli_preset_reference_trains_the_published_model(tmp_path):
     assert type(model.module.intervention).__name__ == "InterventionEncoder"
     with pytest.raises(SystemExit):
         main(["train", *SMALL, "--preset", "paper", "--save-dir", str(tmp_path / "x")])
+
+
+def test_cli_save_dir_with_glob_characters(tmp_path):
+    save = tmp_path / "my run[v2]"
+    assert main(["train", *SMALL, "--epochs", "1", "--save-dir", str(save)]) == 0
+    assert main(["evaluate", "--model-dir", str(save)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"),
+    [(["0", "0"], r"seed\(s\) \[0\] given twice"), (["-1"], "must be >= 0, got -1")],
+)
+def test_cli_refuses_bad_seeds(tmp_path, capsys, seeds, message):
+    with pytest.raises(SystemExit):
+        main(["train", *SMALL, "--seeds", *seeds, "--save-dir", str(tmp_path / "o")])
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_out_on_an_existing_file_and_missing_folds(small_run, tmp_path):
+    existing = tmp_path / "results"
+    existing.write_text("mine")
+    with pytest.raises(SystemExit, match="is an existing file; --out is a directory"):
+        main(["evaluate", "--model-dir", str(small_run), "--out", str(existing)])
+    assert existing.read_text() == "mine"
+    (small_run / "seed0" / "folds.tsv").unlink()
+    with pytest.raises(SystemExit, match="cannot read the folds of .*train that seed again"):
+        main(["evaluate", "--model-dir", str(small_run)])
+
+
+def test_cli_user_errors_are_one_line_naming_cli_options(tmp_path, capsys):
+    adata = scsena.datasets.simulate_perturbseq(
+        n_cells=300, n_genes=100, n_targets=3, n_doubles=1, seed=0
+    )
+    adata.obs = adata.obs.rename(columns={"guide_ids": "perturbation"})
+    adata.write_h5ad(tmp_path / "screen.h5ad")
+    args = ["train", "--data", str(tmp_path / "screen.h5ad"), "--save-dir", str(tmp_path / "o")]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    assert "--perturbation-key" in err and "Traceback" not in err
+    assert main([*args, "--perturbation-key", "perturbation", "--epochs", "1"]) == 0

@@ -20,7 +20,7 @@ def test_evaluate_model_folds_methods_metrics(trained, tmp_path):
     df = res.results
     assert list(df.columns) == ["method", "fold", "perturbation", "metric", "value"]
     assert set(df["fold"]) == {"train", "test", "double"}
-    methods = {"sena", "control", "mean", "additive", "gene-set mean", "gene-set ULM"}
+    methods = {"scsena", "control", "mean", "additive", "gene-set mean", "gene-set ULM"}
     assert set(df["method"]) == methods
     doubles = set(adata.obs["guide_ids"][adata.obs["scsena_fold"] == "double"])
     got = set(df.loc[(df["fold"] == "double") & (df["method"] == "additive"), "perturbation"])
@@ -33,7 +33,7 @@ def test_evaluate_model_folds_methods_metrics(trained, tmp_path):
     assert any(n.startswith("additive: not defined for single") for n in res.meta["notes"])
     # the model-free readouts get the activation-score test beside the model
     recall = df[df["metric"] == "recall@25"]
-    assert set(recall["method"]) == {"sena", "gene-set mean", "gene-set ULM"}
+    assert set(recall["method"]) == {"scsena", "gene-set mean", "gene-set ULM"}
     metrics = set(df["metric"])
     assert {
         "mmd",
@@ -57,7 +57,7 @@ def test_evaluate_model_folds_methods_metrics(trained, tmp_path):
     assert table.loc["additive", "pearson_delta"] > table.loc["control", "pearson_delta"]
     # the published protocol gives one value per fold: the mean over its chunks
     ref = df[df["metric"] == "ref_mmd"]
-    assert set(ref["perturbation"]) == {FOLD_WIDE} and set(ref["method"]) == {"sena"}
+    assert set(ref["perturbation"]) == {FOLD_WIDE} and set(ref["method"]) == {"scsena"}
     published = model.get_fold_losses("double", adata=adata, protocol="published", seed=0)
     value = ref.loc[ref["fold"] == "double", "value"].item()
     assert np.isclose(value, published["mmd"].mean())
@@ -71,7 +71,7 @@ def test_evaluate_model_folds_methods_metrics(trained, tmp_path):
     # counterfactual predictions keep the spread of real cells (the control baseline is
     # real cells); the model's cells are not over-smoothed
     spread = res.table(["spread_ratio"], fold="double")["spread_ratio"]
-    assert spread["sena"] > 0.7 and abs(spread["sena"] - spread["control"]) < 0.2
+    assert spread["scsena"] > 0.7 and abs(spread["scsena"] - spread["control"]) < 0.2
     res.write(tmp_path)
     back = pd.read_csv(tmp_path / "metrics.tsv", sep="\t")
     assert len(back) == len(df)

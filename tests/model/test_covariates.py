@@ -188,7 +188,7 @@ def test_inplace_prediction_writes_means_into_the_data(batch_model):
     scsena.SENAVAE.setup_anndata(data, perturbation_key="guide_ids", batch_key="batch")
     t = model.targets_[0]
     pred = model.predict_perturbation([t, ""], n_cells=40, adata=data, inplace=True, key_added="pp")
-    assert list(data.varm["pp"].columns) == [t, ""]
+    assert list(data.varm["pp"].columns) == [t, "control"]
     np.testing.assert_allclose(
         data.varm["pp"][t].to_numpy(), pred[pred.obs["perturbation"] == t].X.mean(axis=0), rtol=1e-6
     )

@@ -226,6 +226,6 @@ def test_model_gene_set_scores_and_activation_test_beside_the_model(ko):
 
     res = evaluate_model(model, folds=(), n_de_genes=0).results
     recall = res[res["metric"] == "recall@25"]
-    assert set(recall["method"]) == {"sena", "gene-set mean", "gene-set ULM"}
+    assert set(recall["method"]) == {"scsena", "gene-set mean", "gene-set ULM"}
     with pytest.raises(ValueError, match="Unknown readout baseline"):
         evaluate_model(model, folds=(), n_de_genes=0, readout_baselines=("gsva",))

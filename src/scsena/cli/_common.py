@@ -79,11 +79,17 @@ def cli_message(err: BaseException) -> str:
     """One line for an error, naming command-line options instead of Python arguments."""
     import re
 
-    text = " ".join(str(err).split()) or type(err).__name__
-    if isinstance(err, KeyError) and len(text) > 1 and text[0] == text[-1] == "'":
-        text = text[1:-1]
+    raw = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    text = " ".join(str(raw).split()) or type(err).__name__
     for name, option in _CLI_NAMES.items():
-        text = re.sub(r"`?\b" + re.escape(name) + r"\b`?(?!\])", option, text)
+        if "=" in name:
+            text = text.replace(f"`{name}`", option).replace(name, option)
+            continue
+        # `name='x'` -> --name 'x'; a bare `name` -> --name (not inside adata.obs[...])
+        word = r"(?<![-\w])" + re.escape(name) + r"\b"
+        text = re.sub(r"`" + word + r"=([^`]+)`", option + r" \1", text)
+        text = re.sub(word + r"=(\S+?)([,.;)]?(?:\s|$))", option + r" \1\2", text)
+        text = re.sub(r"`?" + word + r"`?(?!\])", option, text)
     return text
 
 

@@ -37,7 +37,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     table.to_csv(os.path.join(out, "summary_over_seeds.tsv"), sep="\t", index=False)
     _wrote(os.path.join(out, "summary_over_seeds.tsv"))
     show = table[table["metric"].isin(["mmd", "pearson_delta_de", "ref_mmd", "recall@25"])]
-    print(show.to_string(index=False))
+    if len(seeds) == 1:  # one seed has no spread over seeds
+        show = show.drop(columns=["sd", "n_seeds"])
+        print(f"[evaluate] one seed ({seeds[0]}): means over perturbations, no sd over seeds")
+    print(show.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0
 
 
@@ -53,7 +56,7 @@ def _add_evaluate_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--model-dir", required=True, metavar="DIR", help="A `scsena train` run")
     _data_args(ev, required=False)
     ev.add_argument("--out", default=None, metavar="DIR", help=_OUT_HELP + " (default: DIR)")
-    ev.add_argument("--name", default="sena", help="Name of the model in the tables")
+    ev.add_argument("--name", default="scsena", help="Name of the model in the tables")
     ev.add_argument(
         "--n-de-genes", type=int, default=20, help="Top DE genes of the metrics named ..._de"
     )

@@ -107,6 +107,26 @@ def canonical_label(targets: Sequence[str]) -> str:
     return CANONICAL_DELIMITER.join(sorted(targets))
 
 
+#: How the control label is shown when the data's control value is the empty string.
+SHOWN_CONTROL = "control"
+
+
+def display_labels(canonical: Iterable[str], control_value: str, delimiter: str) -> np.ndarray:
+    """Canonical labels in the data's own convention, as every scsena output shows them.
+
+    ``"A,B"`` becomes ``"A+B"`` with ``delimiter="+"``; the control label becomes the
+    data's ``control_value`` (``"control"`` when that is ``""``). Every label shown
+    is read back as the same perturbation.
+    """
+    values = np.asarray(list(canonical), dtype=object)
+    control = control_value or SHOWN_CONTROL
+    mapping = {
+        v: (control if v == CANONICAL_CONTROL else delimiter.join(v.split(CANONICAL_DELIMITER)))
+        for v in pd.unique(values)
+    }
+    return np.asarray([mapping[v] for v in values], dtype=object)
+
+
 def _refuse_other_delimiter(mapping: dict[str, str], control_value: str, delimiter: str) -> None:
     """Refuse single-target labels that are targets joined by another delimiter.
 

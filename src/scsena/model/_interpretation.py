@@ -14,7 +14,7 @@ import torch
 
 from scsena import gene_sets as gs
 from scsena._constants import ADATA_KEYS, REGISTRY_KEYS
-from scsena.data import KIND_CONTROL, mask_from_state, normalise_labels
+from scsena.data import KIND_CONTROL, display_labels, mask_from_state, normalise_labels
 from scsena.metrics import (
     activation_scores,
     affected_terms,
@@ -32,7 +32,6 @@ from ._prediction import inference_batch_size
 #: Control cells used to orient pathway activities (a seeded sample beyond).
 _ORIENT_MAX_CELLS = 20_000
 #: Name of the control group in ``pathway_activity_anndata``.
-_CONTROL_GROUP = "control"
 
 
 def _check_key(mapping, key: str, where: str, ours, overwrite: bool) -> None:
@@ -327,8 +326,9 @@ class InterpretationMixin:
 
         Returns
         -------
-        Tidy DataFrame, one row per perturbation and term: ``perturbation`` (the
-        canonical label, ``"A,B"`` for combinations), ``rank``, ``term``,
+        Tidy DataFrame, one row per perturbation and term: ``perturbation`` (the label
+        in the data's own convention, ``"A+B"`` with ``delimiter="+"``; targets of a
+        combination sorted), ``rank``, ``term``,
         ``term_name``, ``n_genes``, ``effect``, ``std_effect``, ``statistic``,
         ``pvalue``, ``fdr``, ``mean_control``, ``mean_perturbed``, ``n_cells``,
         ``n_control``, ``members_lfc``, ``members_up``, ``members_down``,
@@ -360,8 +360,13 @@ class InterpretationMixin:
         )
         out = out.merge(evidence, on=["perturbation", "term"], how="left", sort=False)
         out["consistent"] = consistent_sign(out["effect"], out["members_lfc"])
+        out["perturbation"] = self._shown(out["perturbation"])
         out.attrs["orientation"] = orientation
         return out
+
+    def _shown(self, canonical) -> np.ndarray:
+        """Canonical labels in the data's own convention (delimiter, control value)."""
+        return display_labels(canonical, self.control_value_, self.delimiter_)
 
     def _member_weights(self, orientation: str) -> sp.csr_matrix | None:
         """``(terms, genes)`` member weights as oriented (``None`` without gene sets)."""
@@ -403,8 +408,9 @@ class InterpretationMixin:
     ) -> ad.AnnData:
         """Pathway activities as an AnnData with biological processes as variables.
 
-        ``obs`` is copied from ``adata`` plus ``obs["scsena_perturbation"]`` (the
-        canonical label, ``"control"`` for control cells); ``var`` holds
+        ``obs`` is copied from ``adata`` plus ``obs["scsena_perturbation"]`` (the label
+        in the data's own convention, targets of a combination sorted; the data's
+        control value for control cells, ``"control"`` when that is ``""``); ``var`` holds
         ``term_name``, ``n_genes`` and the orientation ``sign``; ``uns["scsena_activity"]``
         records the orientation. ``sc.pl.matrixplot(act, var_names, groupby=...)`` and
         ``sc.tl.rank_genes_groups(act, groupby=...)`` work on BPs directly.
@@ -445,9 +451,8 @@ class InterpretationMixin:
             index=pd.Index(self.term_ids_),
         )
         obs = adata.obs.copy()
-        labels = parsed.labels.to_numpy(dtype=object).copy()
-        # no perturbation is named "control": the label parser reads it as control
-        labels[parsed.kind == KIND_CONTROL] = _CONTROL_GROUP
+        labels = self._shown(parsed.labels.to_numpy(dtype=object))
+        control = self._shown([""])[0]
         obs[ADATA_KEYS.PERTURBATION] = pd.Categorical(labels)
         out = ad.AnnData(X=act, obs=obs, var=var)
         out.uns[ADATA_KEYS.ACTIVITY_UNS] = {"orientation": orientation, "written_by": "scsena"}
@@ -456,13 +461,13 @@ class InterpretationMixin:
                 act,
                 labels,
                 self.term_ids_,
-                control_value=_CONTROL_GROUP,
-                perturbations=self._groups(parsed, None),
+                control_value=control,
+                perturbations=list(self._shown(self._groups(parsed, None))),
                 term_names=self.term_names_,
                 n_genes=var["n_genes"].to_numpy(),
             )
             out.uns["rank_genes_groups"] = rank_genes_groups_uns(
-                res, ADATA_KEYS.PERTURBATION, _CONTROL_GROUP, "scsena differential_activity"
+                res, ADATA_KEYS.PERTURBATION, control, "scsena differential_activity"
             )
             out.uns["scsena_differential_activity"] = res
         return out

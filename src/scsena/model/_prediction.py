@@ -12,6 +12,8 @@ import torch
 
 from scsena.data import (
     KIND_CONTROL,
+    SHOWN_CONTROL,
+    display_labels,
     encode_labels,
 )
 from scsena.dataloaders import PerturbationDataSplitter
@@ -153,7 +155,7 @@ class PredictionMixin:
 
     def _encode_predicted(self, labels: Sequence[str]) -> np.ndarray:
         """Codes of the labels to predict; the control label encodes as "no target"."""
-        control = {"", self.control_value_}
+        control = {"", self.control_value_, SHOWN_CONTROL}
         is_control = np.fromiter((str(lab) in control for lab in labels), bool, len(labels))
         codes = np.full((len(labels), 2), -1, dtype=np.int64)
         if (~is_control).any():
@@ -227,8 +229,10 @@ class PredictionMixin:
         Returns
         -------
         AnnData of predicted log-normalised expression with the model's
-        ``var_names``; ``obs["perturbation"]`` holds the canonical label (the targets
-        of a double sorted: ``"B,A"`` is predicted as ``"A,B"``), ``obs["control_cell"]``
+        ``var_names``; ``obs["perturbation"]`` holds the label in the data's own
+        convention (its delimiter; the targets of a double sorted: ``"B+A"`` is
+        predicted as ``"A+B"``; the data's control value, ``"control"`` when that is
+        ``""``), which every scsena method reads back, ``obs["control_cell"]``
         the starting control cell, ``obs["batch"]`` its batch (with a registered
         batch) and ``obs["untrained_target"]`` whether a target of the perturbation
         had too few training cells for one batch (its prediction rests on untrained
@@ -257,7 +261,7 @@ class PredictionMixin:
                 "The model is not trained: these predictions come from its initial weights. "
                 "Call model.train() first (or load a trained model).",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
         splitter = self.data_splitter(adata)
         labels = [perturbations] if isinstance(perturbations, str) else list(perturbations)
@@ -429,10 +433,11 @@ class PredictionMixin:
         """The predicted cells as AnnData, labelled with canonical perturbation labels."""
         n_cells = len(start)
         # canonical labels: the targets of a double in sorted order ("B,A" is "A,B")
-        canon = [
-            self.delimiter_.join(self.targets_[j] for j in code if j >= 0) or self.control_value_
-            for code in codes
-        ]
+        canon = display_labels(
+            [",".join(self.targets_[j] for j in code if j >= 0) for code in codes],
+            self.control_value_,
+            self.delimiter_,
+        ).tolist()
         obs = pd.DataFrame(
             {
                 "perturbation": pd.Categorical(
