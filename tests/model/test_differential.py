@@ -53,7 +53,7 @@ def test_default_activities_point_the_members_way_by_construction(trained):
     # before training, activities are centred on the control cells' mean profile
     fresh = scsena.SENAVAE(adata, seed=0)
     control = np.flatnonzero(adata.obs["guide_ids"].to_numpy() == "")
-    start = fresh.get_pathway_activity(key_added=None, indices=control)
+    start = fresh.get_pathway_activity(key_added=None, indices=control, return_numpy=True)
     np.testing.assert_allclose(start.mean(axis=0), 0.0, atol=1e-4)
 
 
@@ -65,8 +65,8 @@ def test_oriented_activity_means_members_up(sim_adata):
     table = model.get_term_orientation()
     assert list(table.index) == model.term_ids_
     assert set(table["sign"]) <= {-1, 1} and (table["sign"] == -1).any()
-    raw = model.get_pathway_activity(key_added=None, orientation="raw")
-    act = model.get_pathway_activity()
+    raw = model.get_pathway_activity(key_added=None, orientation="raw", return_numpy=True)
+    act = model.get_pathway_activity(return_numpy=True)
     np.testing.assert_allclose(act, raw * table["sign"].to_numpy()[None, :])
     # on control cells, every oriented activity rises with its members' mean expression
     control = np.flatnonzero(adata.obs["guide_ids"].to_numpy() == "")
@@ -76,11 +76,11 @@ def test_oriented_activity_means_members_up(sim_adata):
     np.testing.assert_allclose(r, table["r_members"].abs(), atol=1e-4)
     # what was written says which activity it is
     np.testing.assert_array_equal(adata.obsm["X_scsena_activity"], act)
-    written = adata.uns["X_scsena_activity"]
+    written = adata.uns["scsena_activity"]
     assert written["orientation"] == "members"
     np.testing.assert_array_equal(written["term_signs"], table["sign"].to_numpy())
     model.get_pathway_activity(orientation="raw")
-    assert adata.uns["X_scsena_activity"]["orientation"] == "raw"
+    assert adata.uns["scsena_activity"]["orientation"] == "raw"
     np.testing.assert_array_equal(adata.obsm["X_scsena_activity"], raw)
     with pytest.raises(ValueError, match="orientation must be 'members' or 'raw'"):
         model.get_pathway_activity(key_added=None, orientation="up")
@@ -190,7 +190,7 @@ def test_differential_activity_table(trained):
     sizes = model.get_term_orientation()["n_genes"]
     assert (res["n_genes"].to_numpy() == sizes.loc[res["term"]].to_numpy()).all()
     # the effect is the difference of the oriented activities' means
-    act = model.get_pathway_activity(key_added=None)
+    act = model.get_pathway_activity(key_added=None, return_numpy=True)
     guides = adata.obs["guide_ids"].to_numpy()
     target = model.targets_[0]
     top = res[res["perturbation"] == target].iloc[0]

@@ -103,11 +103,15 @@ def test_interpretation_outputs(trained):
     act = model.get_pathway_activity()
     assert act.shape == (adata.n_obs, len(model.term_ids_))
     np.testing.assert_array_equal(adata.obsm["X_scsena_activity"], act)
-    assert list(adata.uns["X_scsena_activity"]["term_ids"]) == model.term_ids_
+    assert list(adata.uns["scsena_activity"]["term_ids"]) == model.term_ids_
+    # term-named, as get_normalized_expression names genes; nothing else written
+    assert list(act.columns) == model.term_ids_ and act.index.equals(adata.obs_names)
+    assert "X_scsena_activity" not in adata.uns
+    assert isinstance(model.get_pathway_activity(return_numpy=True), np.ndarray)
     # inplace=False returns the same activities and writes nothing
     quiet = model.get_pathway_activity(key_added="X_not_written", inplace=False)
     np.testing.assert_array_equal(quiet, act)
-    assert "X_not_written" not in adata.obsm and "X_not_written" not in adata.uns
+    assert "X_not_written" not in adata.obsm and "not_written" not in adata.uns
     bp = model.pathway_activity_anndata()
     assert bp.shape == act.shape and list(bp.var_names) == model.term_ids_
     assert "term_name" in bp.var

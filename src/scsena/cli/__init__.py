@@ -13,13 +13,13 @@ from ._common import (
     _quiet,
     _use_threads,
     cli_message,
-    heldout_option,
+    heldout_option,  # noqa: F401 - the --heldout parser, used by scripts and tests
 )
 from ._demo import _add_demo_parser
 from ._evaluate import _add_evaluate_parser
 from ._train import _add_train_parser
 
-__all__ = ["build_parser", "heldout_option", "main"]
+__all__ = ["main"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -133,7 +133,10 @@ class PerturbationField(BaseAnnDataField):
 
 
 class GeneSetMaskField(BaseUnsField):
-    """Gene-set mask in ``adata.uns[uns_key]`` (written by :meth:`GeneSetMask.to_uns`)."""
+    """Gene-set mask in ``adata.uns[uns_key]``.
+
+    Written by :meth:`scsena.gene_sets.GeneSetMask.to_uns`.
+    """
 
     def __init__(self, uns_key: str):
         super().__init__(REGISTRY_KEYS.MASK_KEY, uns_key, required=True)

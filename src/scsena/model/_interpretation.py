@@ -177,7 +177,8 @@ class InterpretationMixin:
         overwrite: bool = False,
         orientation: Literal["members", "raw"] = "members",
         inplace: bool = True,
-    ) -> np.ndarray:
+        return_numpy: bool = False,
+    ) -> pd.DataFrame | np.ndarray:
         """Per-cell biological-process activities (the first layer's output).
 
         Parameters
@@ -191,8 +192,9 @@ class InterpretationMixin:
         key_added
             Write the ``cells x terms`` matrix to ``adata.obsm[key_added]`` and the term
             IDs and names, the orientation and the per-term signs to
-            ``adata.uns[key_added]`` (only when all cells are used); ``None`` writes
-            nothing.
+            ``adata.uns[key_added]`` without a leading ``"X_"`` (by default
+            ``adata.uns["scsena_activity"]``), only when all cells are used; ``None``
+            writes nothing.
         overwrite
             Replace entries under ``key_added`` that scsena did not write (by default
             that is an error, so user data is never replaced silently).
@@ -204,18 +206,24 @@ class InterpretationMixin:
         inplace
             Write the activities into the data under ``key_added`` (see there);
             ``False`` only returns them (as :meth:`predict_perturbation`'s ``inplace``).
+        return_numpy
+            Return a bare ``(n_cells, n_terms)`` array instead of a DataFrame.
 
         Returns
         -------
-        ``(n_cells, n_terms)`` array; columns follow :attr:`term_ids_`.
+        ``cells x terms`` DataFrame (index: the cells' ``obs_names``; columns: the term
+        IDs, :attr:`term_ids_`, as scvi-tools' ``get_normalized_expression`` names
+        genes; ``term_names_`` gives their names), or the array with
+        ``return_numpy=True``.
         """
         splitter = self.data_splitter(adata)
         adata = splitter.adata
         key_added = key_added if inplace else None
+        info_key = None if key_added is None else key_added.removeprefix("X_")
         if key_added is not None and indices is None:
             uns = adata.uns
-            _check_key(uns, key_added, "adata.uns", _written_by_scsena, overwrite)
-            ours = _written_by_scsena(uns.get(key_added))
+            _check_key(uns, info_key, "adata.uns", _written_by_scsena, overwrite)
+            ours = _written_by_scsena(uns.get(info_key))
             _check_key(adata.obsm, key_added, "adata.obsm", lambda _: ours, overwrite)
         idx = np.arange(adata.n_obs) if indices is None else np.asarray(indices)
         act = self._activity(splitter, idx, batch_size, orientation)
@@ -226,14 +234,16 @@ class InterpretationMixin:
                 else np.ones(len(self.term_ids_), dtype=np.int64)
             )
             adata.obsm[key_added] = act
-            adata.uns[key_added] = {
+            adata.uns[info_key] = {
                 "term_ids": np.asarray(self.term_ids_),
                 "term_names": np.asarray(self.term_names_),
                 "orientation": orientation,
                 "term_signs": signs,
                 "written_by": "scsena",
             }
-        return act
+        if return_numpy:
+            return act
+        return pd.DataFrame(act, index=adata.obs_names[idx], columns=pd.Index(self.term_ids_))
 
     def _groups(self, parsed, perturbations: Sequence[str] | str | None) -> list[str]:
         """Canonical labels to test: the given ones, else every non-control label."""
@@ -730,7 +740,7 @@ class InterpretationMixin:
         kind = parsed.kind
         keep = np.flatnonzero((kind == "control") | (kind == "single"))
         if readout == "model":
-            act = self.get_pathway_activity(adata, indices=keep, key_added=None)
+            act = self.get_pathway_activity(adata, indices=keep, key_added=None, return_numpy=True)
         else:
             act = self.gene_set_scores(adata, indices=keep, method=readout).to_numpy()
         labels = parsed.labels.to_numpy()[keep]

@@ -196,9 +196,9 @@ class SENATrainingPlan(TrainingPlan):
     def on_train_epoch_end(self) -> None:
         """Log the epoch means and the schedule values; keep the best epoch's weights.
 
-        A non-finite loss or weight stops training (:class:`NonFiniteLossError`) before
-        the epoch's checkpoint is written, with the last finite epoch's weights back
-        in the module.
+        A non-finite loss or weight stops training
+        (:class:`~scsena.train.NonFiniteLossError`) before the epoch's checkpoint is
+        written, with the last finite epoch's weights back in the module.
         """
         means = self._log_epoch("train")
         self._check_finite(means)
