@@ -386,6 +386,7 @@ SECTIONS: dict[str, Callable[[dict[str, dict]], str]] = {
     "scale-backed-output": printed("scale_backed"),
     "scale-backed": scale_backed,
     "cli-startup-output": printed("cli_startup"),
+    "threads-output": printed("threads"),
     "member-weights-steps": member_weights_excerpt,
 }
 PAGES["benchmarks.md"] = SECTIONS

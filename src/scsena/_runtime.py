@@ -99,6 +99,91 @@ def apply_num_threads() -> int | None:
     return n
 
 
+def _busy_cores_elsewhere(window: float = 0.25) -> float:
+    """Cores kept busy by other processes now.
+
+    ``/proc/stat`` minus this process over ``window`` seconds (Linux); elsewhere the
+    1-minute load average.
+    """
+    import os
+    import time
+
+    def sample() -> tuple[float, float, float]:
+        with open("/proc/stat") as fh:
+            values = [float(v) for v in fh.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0.0)
+        own = os.times()
+        return sum(values), idle, (own.user + own.system)
+
+    try:
+        total0, idle0, own0 = sample()
+        time.sleep(window)
+        total1, idle1, own1 = sample()
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except (AttributeError, OSError):
+            return 0.0
+    ticks = total1 - total0
+    if ticks <= 0:
+        return 0.0
+    cores = os.cpu_count() or 1
+    busy = (ticks - (idle1 - idle0)) / ticks * cores
+    return max(0.0, busy - (own1 - own0) / window)
+
+
+def auto_threads() -> int:
+    """Torch CPU threads scsena chooses for training: the cores other work leaves free.
+
+    The number of cores minus those other processes keep busy right now (measured over
+    a quarter of a second), at least 1 and at most torch's own count. Threads
+    competing with other processes for the same cores wait on each other at every
+    step: on a busy 2-core machine one thread trained several times faster than two,
+    on an idle one two were faster (benchmarks/threads.py).
+    """
+    import os
+
+    import torch
+
+    cores = os.cpu_count() or 1
+    free = int(cores - _busy_cores_elsewhere() + 0.5)
+    return max(1, min(torch.get_num_threads(), free))
+
+
+@contextlib.contextmanager
+def cpu_threads(threads, on_gpu: bool) -> Iterator[int]:
+    """Torch's CPU thread count for a training run, restored afterwards; yields it.
+
+    ``threads``: a positive int, or ``"auto"``: ``scvi.settings.num_threads`` when set,
+    torch's count when ``OMP_NUM_THREADS`` or ``MKL_NUM_THREADS`` is set or training runs
+    on a GPU, else :func:`auto_threads`.
+    """
+    import os
+
+    import scvi
+    import torch
+
+    before = torch.get_num_threads()
+    if threads == "auto":
+        if scvi.settings.num_threads is not None:
+            n = int(scvi.settings.num_threads)
+        elif on_gpu or any(os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+            n = before
+        else:
+            n = auto_threads()
+    elif isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
+        n = threads
+    else:
+        raise ValueError(f"`threads` must be 'auto' or a positive integer, got {threads!r}.")
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 def training_run(func: F) -> F:
     """Decorator of ``train``: apply ``scvi.settings.num_threads``, silence third-party chatter."""
 

@@ -413,3 +413,6 @@ def seed_summary(result: EvaluationResult) -> pd.DataFrame:
     per_seed = df.groupby(["method", "fold", "metric", "seed"])["value"].mean().reset_index()
     g = per_seed.groupby(["method", "fold", "metric"])["value"]
     return g.agg(mean="mean", sd="std", n_seeds="count").reset_index()
+
+
+from scsena._export import export_predictions  # noqa: E402, F401 - its own module, one name here

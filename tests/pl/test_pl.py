@@ -334,7 +334,7 @@ def test_training_curves(small, tmp_path):
         "Reconstruction MSE",
         "KL divergence",
     ]
-    assert all(ax.get_xlabel() == "epoch" for ax in fig.axes)
+    assert all(ax.get_xlabel() == "epoch (1 = first)" for ax in fig.axes)
     assert all(len(ax.lines[0].get_xdata()) == 3 for ax in fig.axes)
     fig.canvas.draw()
     ticks = fig.axes[0].get_xticks()
@@ -351,8 +351,8 @@ def test_training_curves_best_epoch_in_legend(small, monkeypatch):
     monkeypatch.setattr(model, "best_epoch_", 1)
     fig = pl.training_curves(model, keys=["mmd_train"])
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "best epoch (1)"]
-    assert list(ax.lines[1].get_xdata()) == [1, 1]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "best epoch (2)"]
+    assert list(ax.lines[1].get_xdata()) == [2, 2]  # 0-based best_epoch_, epochs drawn from 1
     with pytest.raises(ValueError, match="No history for"):
         pl.training_curves(model, keys=["nope"])
 

@@ -24,7 +24,7 @@ from scsena._constants import (
     TENSORS,
 )
 from scsena._presets import TRAIN_PRESETS, resolve
-from scsena._runtime import training_run
+from scsena._runtime import cpu_threads, training_run
 from scsena.train import (
     EpochCheckpoint,
     NonFiniteLossError,
@@ -136,6 +136,7 @@ class TrainingMixin:
         devices: int | list[int] | str = "auto",
         seed: int | None = None,
         num_workers: int = 0,
+        threads: int | Literal["auto"] = "auto",
         data_on_device: bool | Literal["auto"] = "auto",
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 1,
@@ -182,6 +183,13 @@ class TrainingMixin:
             to the model's seed).
         num_workers
             Data-loading worker processes.
+        threads
+            Torch CPU threads while training (restored afterwards). ``"auto"``:
+            ``scvi.settings.num_threads`` when set; torch's own count when
+            ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` is set or training runs on a GPU;
+            otherwise the cores other work leaves free (the number of cores minus the
+            1-minute load average, at least 1): threads competing with other processes
+            cost several times the step (docs/benchmarks.md). An integer sets it.
         data_on_device
             Keep the expression rows of the training cells on the training device and
             gather batches there (no expression data crosses from the host per step).
@@ -278,7 +286,9 @@ class TrainingMixin:
         _drop_scvi_checkpoint(runner.trainer, callbacks)
         self.term_orientation_ = None  # new weights: orient the activities again
         self.module.train()
-        result = self._run_training(runner, plan, checkpoint_dir)
+        on_gpu = runner.trainer.accelerator.__class__.__name__ != "CPUAccelerator"
+        with cpu_threads(threads, on_gpu):
+            result = self._run_training(runner, plan, checkpoint_dir)
         self.best_epoch_ = plan.best_epoch if select_best_epoch else None
         self.module.eval()
         self.shift_calibration_ = None

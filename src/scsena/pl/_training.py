@@ -69,21 +69,22 @@ def _draw_curve(
     log_y: bool,
 ) -> None:
     """One panel: the curve of ``key``, its validation curve, the best epoch; named axes."""
+    # epochs counted from 1, as the training log prints them (history is 0-based)
     df = history[key]
-    ax.plot(df.index.to_numpy(), df.iloc[:, 0].to_numpy(dtype=float), label="train")
+    ax.plot(df.index.to_numpy() + 1, df.iloc[:, 0].to_numpy(dtype=float), label="train")
     val_key = key.replace("_train", "_validation")
     if val_key != key and val_key in history:
         v = history[val_key]
-        ax.plot(v.index.to_numpy(), v.iloc[:, 0].to_numpy(dtype=float), label="validation")
+        ax.plot(v.index.to_numpy() + 1, v.iloc[:, 0].to_numpy(dtype=float), label="validation")
     if best is not None:
-        ax.axvline(best, color="gray", ls="--", lw=0.8, label=f"best epoch ({best})")
+        ax.axvline(best + 1, color="gray", ls="--", lw=0.8, label=f"best epoch ({best + 1})")
     if len(ax.lines) > 1:
         ax.legend(frameon=False, fontsize=8)
     if log_y:
         ax.set_yscale("log")
     title, quantity = _curve_names(key)
     ax.set_title(title)
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("epoch (1 = first)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(quantity + (" (log scale)" if log_y else ""))
 

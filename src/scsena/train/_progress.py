@@ -15,11 +15,28 @@ from typing import Any, TextIO
 from lightning.pytorch.callbacks import Callback
 
 #: Logged epoch means shown on each line, in this order: (key, label).
-_SHOWN = (("loss_train", "loss"), ("mmd_train", "mmd"))
+_SHOWN = (
+    ("mse_train", "mse"),
+    ("mmd_train", "mmd"),
+    ("alpha", "alpha"),
+    ("kl_train", "kl"),
+    ("beta", "beta"),
+    ("loss_train", "loss"),
+)
+#: Printed once, before the first epoch's line.
+LEGEND = (
+    "loss = mse + alpha x mmd + beta x kl + L1 of the DAG (+ the default's extra terms); "
+    "alpha and beta grow over the run (SENA's schedules), so loss can rise while mse, mmd "
+    "and kl fall"
+)
 
 
 class EpochLines(Callback):
-    """Print one line per finished training epoch: epoch, losses and elapsed time.
+    """Print one line per finished training epoch: epoch, loss parts and elapsed time.
+
+    Epochs are counted from 1 (``epoch 1/100`` is the first), as in
+    :func:`scsena.pl.training_curves`; ``model.history`` is indexed from 0, as
+    scvi-tools indexes it. A legend line first says how the parts make the loss.
 
     Parameters
     ----------
@@ -41,9 +58,11 @@ class EpochLines(Callback):
         self._printed = 0
 
     def on_train_start(self, trainer, pl_module) -> None:
-        """Start the clock."""
+        """Start the clock and say what the numbers are."""
         self._start = time.perf_counter()
         self._printed = trainer.current_epoch  # epochs done before (a resumed run)
+        if trainer.is_global_zero:
+            print(LEGEND, file=self._stream or sys.stderr, flush=True)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         """Report the epoch that just ended."""
