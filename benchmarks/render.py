@@ -335,8 +335,16 @@ def predictions_table(results: dict[str, dict]) -> str:
                     ", ".join(f"{sat[m]['model_better']}/{sat[m]['n']}" for m in METRIC_ORDER)
                 )
                 cells.append(f"{sat['energy']['model']:.3f} vs {sat['energy']['additive']:.3f}")
+                if variant == "default":
+                    sh = res["saturating"][seed]["shrunk_additive"]
+                    cells.append(
+                        f"{sh['model']['l2']:.2f} vs {sh['shrunk additive']['l2']:.2f} "
+                        f"({sh['model_better_than_shrunk_l2']}/{sh['n']})"
+                    )
+                else:
+                    cells.append("–")
             else:
-                cells += ["–", "–", "–"]
+                cells += ["–", "–", "–", "–"]
             rows.append([seed, variant, *cells[:4], f"{worst[0]:.3f}, {worst[1]:.3f}", *cells[4:]])
     header = ["seed", "model", "knock-out, 40 epochs: effect targets <= 1.05x mean (energy, L2)"]
     header += ["null targets <= 1.05x control", "100 epochs: effect <= 1.05x mean"]
@@ -347,6 +355,7 @@ def predictions_table(results: dict[str, dict]) -> str:
     header += ["low data: doubles better than control (MMD, energy, L2)"]
     header += ["saturating: doubles better than additive (MMD, energy, L2)"]
     header += ["saturating: energy, model vs additive"]
+    header += ["saturating: L2 of means, model vs shrunk additive (doubles where model better)"]
     return table(header, rows)
 
 
