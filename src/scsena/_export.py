@@ -48,7 +48,9 @@ def export_predictions(
     method (``scsena`` and each baseline), holds as many predicted cells per
     perturbation, started from randomly drawn control cells, and the same control
     cells. Both carry the perturbation label in ``obs[pert_col]`` in the data's own
-    convention. Run ``cell-eval run -ap pred_scsena.h5ad -ar real.h5ad --control-pert
+    convention; every predicted value is clipped at 0, the lower end of log-normalised
+    expression (the default model's cells already are; the reference preset's decoded
+    cells can fall below it). Run ``cell-eval run -ap pred_scsena.h5ad -ar real.h5ad --control-pert
     <control_label> --pert-col <pert_col>`` on each.
 
     Parameters
@@ -128,7 +130,9 @@ def export_predictions(
         pred = model.predict_perturbation(
             shown[pert], adata=data.adata, control_indices=start, seed=seed
         )
-        blocks["scsena"].append(np.asarray(pred.X, dtype=np.float32))
+        # the valid range of log-normalised data, as the baselines (the reference
+        # preset's decoded cells can fall below it; cell-eval refuses such values)
+        blocks["scsena"].append(np.maximum(np.asarray(pred.X, dtype=np.float32), 0))
         base, missing = _baseline_predictions(data, pert, start, baselines)
         if missing:
             said = "; ".join(f"{b}: {why}" for b, why in missing.items())
