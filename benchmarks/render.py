@@ -29,6 +29,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, read_results  # noqa: E402
 
@@ -361,6 +363,35 @@ def predictions_table(results: dict[str, dict]) -> str:
 
 METRIC_ORDER = ("mmd", "energy", "l2_top1000")
 
+#: cell-eval's metrics and scsena's, as shown in results.md: (key, column title).
+CELL_EVAL_COLUMNS = (
+    ("overlap_at_N", "cell-eval: DE overlap"),
+    ("precision_at_N", "cell-eval: DE precision"),
+    ("de_nsig_counts_pred", "cell-eval: DE genes called"),
+    ("pearson_delta", "cell-eval: Pearson delta"),
+    ("mse", "cell-eval: MSE"),
+    ("discrimination_score_l1", "cell-eval: discrimination (L1)"),
+    ("pearson_edistance", "cell-eval: Pearson of energy distance"),
+    ("energy", "scsena: energy"),
+    ("l2_top1000", "scsena: L2 of means"),
+    ("mmd", "scsena: MMD"),
+    ("pearson_delta_de", "scsena: delta-Pearson (top-20 DEGs)"),
+)
+
+
+def cell_eval_table(results: dict[str, dict]) -> str:
+    """Unseen doubles: cell-eval's metrics beside scsena's, mean ± sd over seeds."""
+    res = results["cell_eval"]["results"]
+    rows = []
+    for method in ("scsena", "reference", "additive", "control"):
+        cells = []
+        for key, _ in CELL_EVAL_COLUMNS:
+            vals = [res[s][method][key] for s in res if key in res[s][method]]
+            sd = float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+            cells.append(f"{np.mean(vals):.3f} ± {sd:.3f}" if vals else "–")
+        rows.append([method, *cells])
+    return table(["method", *(title for _, title in CELL_EVAL_COLUMNS)], rows)
+
 
 def batch_covariates(results: dict[str, dict]) -> str:
     """Per-batch L2 error on unseen doubles without and with ``batch_key``; paired by seed."""
@@ -405,6 +436,7 @@ PAGES["results.md"] = {
     "readouts-consensus": readouts_consensus,
     "readouts-output": printed("readouts"),
     "predictions": predictions_table,
+    "cell-eval": cell_eval_table,
 }
 
 

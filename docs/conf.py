@@ -107,14 +107,19 @@ def _drop_missing_pages(app, docname, source):
 
 
 class _NoBareEmailLinks(SphinxTransform):
-    """Keep ``recall@25`` as text: reST links a bare ``name@domain`` as an e-mail address."""
+    """Keep ``recall@25`` and ``GO:0060333`` as text: reST links a bare ``name@domain``
+    as an e-mail address and ``GO:...`` as a URI."""
 
     default_priority = 500
 
     def apply(self, **kwargs) -> None:
         for ref in list(self.document.findall(nodes.reference)):
             text = ref.astext()
-            if ref.get("refuri", "") == f"mailto:{text}" and "." not in text.partition("@")[2]:
+            uri = ref.get("refuri", "")
+            bare_email = uri == f"mailto:{text}" and "." not in text.partition("@")[2]
+            # a GO id (GO:0060333) in help text is read as a URI of scheme "GO"
+            go_id = uri == text and uri.upper().startswith("GO:")
+            if bare_email or go_id:
                 ref.replace_self(nodes.Text(text))
 
 
@@ -194,6 +199,8 @@ if os.environ.get("SCSENA_DOCS_INTERSPHINX", "0") not in ("", "0", "false", "Fal
 try:
     import sphinx_book_theme  # noqa: F401
 
+    html_static_path = ["_static"]
+    html_css_files = ["scsena.css"]
     html_theme = "sphinx_book_theme"
     html_theme_options = {
         "navigation_with_keys": False,

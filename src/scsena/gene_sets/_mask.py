@@ -238,13 +238,7 @@ def _no_overlap_error(var_names: pd.Index, genes: np.ndarray) -> ValueError:
             f"with scsena.gene_sets.map_gene_ids(var_names, to={set_type!r}); for the bundled "
             f'GO presets pass id_type="{var_type}".'
         )
-    hint = ""
-    if var_type == "ensembl" and pd.Index(var_names).str.contains(r"\.\d+$").any():
-        hint = (
-            " var_names carry Ensembl version suffixes (e.g. '.12'): strip them, e.g. "
-            "adata.var_names = adata.var_names.str.replace(r'\\.\\d+$', '', regex=True)."
-        )
-    return ValueError(f"{head} Check that both describe the same organism and id namespace.{hint}")
+    return ValueError(f"{head} Check that both describe the same organism and id namespace.")
 
 
 def _member_arrays(names: list[str], gene_sets: Mapping) -> tuple[np.ndarray, np.ndarray]:
