@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch  # noqa: E402
 from common import add_json_option, machine_line, quiet, recording, write_json  # noqa: E402
 
 import scsena  # noqa: E402
-from scsena._runtime import auto_threads  # noqa: E402
 
 BURN = "while True: pass"
 
@@ -37,9 +37,11 @@ class _EpochTimes:
         from lightning.pytorch.callbacks import Callback
 
         times = self.times = []
+        threads = self.threads = []
 
         class Timer(Callback):
             def on_train_epoch_start(self, trainer, pl_module):
+                threads.append(torch.get_num_threads())  # what train() chose
                 self.t = time.perf_counter()
 
             def on_train_epoch_end(self, trainer, pl_module):
@@ -48,7 +50,7 @@ class _EpochTimes:
         self.callback = Timer()
 
 
-def seconds_per_epoch(n_genes: int, threads) -> float:
+def seconds_per_epoch(n_genes: int, threads) -> tuple[float, int]:
     adata = scsena.datasets.simulate_perturbseq(
         n_cells=3000, n_genes=n_genes, n_targets=12, n_doubles=4, seed=0
     )
@@ -62,7 +64,7 @@ def seconds_per_epoch(n_genes: int, threads) -> float:
         callbacks=[timer.callback],
         **TRAIN,
     )
-    return sum(timer.times[1:]) / len(timer.times[1:])
+    return sum(timer.times[1:]) / len(timer.times[1:]), timer.threads[-1]
 
 
 def main() -> None:
@@ -82,8 +84,7 @@ def main() -> None:
             try:
                 for threads in [*sorted({1, cores}), "auto"]:
                     load = os.getloadavg()[0]
-                    chosen = auto_threads() if threads == "auto" else threads
-                    s = seconds_per_epoch(1000, threads)
+                    s, chosen = seconds_per_epoch(1000, threads)
                     results[f"{scenario}|{threads}"] = {
                         "seconds_per_epoch": s,
                         "threads": chosen,

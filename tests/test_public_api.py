@@ -13,9 +13,11 @@ SOURCES = {"src": ROOT / "src", "benchmarks": ROOT / "benchmarks", "tests": ROOT
 #: Private names used on purpose: (module, attribute or imported dotted name).
 ALLOWED = {
     # argparse has no public way to list a parser's actions and sub-parsers
-    ("scsena.cli", "_SubParsersAction"),
-    ("scsena.cli", "_StoreTrueAction"),
-    ("scsena.cli", "_actions"),
+    *(
+        (f"scsena.cli.{m}", name)
+        for m in ("_activity", "_common", "_demo", "_evaluate", "_train")
+        for name in ("_SubParsersAction", "_StoreTrueAction", "_actions")
+    ),
     ("tests.cli.test_cli", "_actions"),
     ("tests.cli.test_cli", "_SubParsersAction"),
 }

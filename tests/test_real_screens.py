@@ -80,8 +80,9 @@ def test_predict_perturbation_accepts_the_control_label(small):
     model, a = _model(small)
     target = model.targets_[0]
     pred = model.predict_perturbation(["", target], n_cells=20, seed=3)
-    assert pred.obs["perturbation"].cat.categories.tolist() == ["", target]
-    ctrl = pred[pred.obs["perturbation"] == ""]
+    # shown as "control" (the data's control value is ""), read back as control
+    assert pred.obs["perturbation"].cat.categories.tolist() == ["control", target]
+    ctrl = pred[pred.obs["perturbation"] == "control"]
     # residual prediction without an intervention: the control cells themselves
     real = a[ctrl.obs["control_cell"].to_numpy()].X
     real = real.toarray() if sp.issparse(real) else np.asarray(real)

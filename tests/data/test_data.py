@@ -26,6 +26,7 @@ from scsena.data import (
     check_known_categories,
     covariate_category_counts,
     covariate_fields,
+    display_labels,
     labels_from_guides,
     mask_from_state,
     mudata_fields,
@@ -66,6 +67,14 @@ def test_split_label_refuses_an_empty_target():
     )
     with pytest.raises(ValueError, match=re.escape(msg)):
         split_label("A,,B")
+
+
+def test_display_labels_speak_the_datas_convention():
+    shown = display_labels(["", "A", "A,B"], control_value="ctrl", delimiter="+")
+    assert shown.tolist() == ["ctrl", "A", "A+B"]
+    # an empty control value is shown as "control", which parses back as control
+    assert display_labels([""], "", ",").tolist() == ["control"]
+    assert split_label("control", "") == ()
 
 
 def test_canonical_label_sorts_and_joins_targets():

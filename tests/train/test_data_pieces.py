@@ -287,10 +287,11 @@ def _fit(tmp_path, callbacks, max_epochs=2, module=None):
 def test_epoch_lines_prints_one_line_per_finished_epoch(tmp_path):
     stream = io.StringIO()
     _fit(tmp_path, [EpochLines(stream=stream)], max_epochs=3)
-    lines = stream.getvalue().splitlines()
+    legend, *lines = stream.getvalue().splitlines()
+    assert legend.startswith("loss = mse + alpha x mmd + beta x kl")
     assert len(lines) == 3
-    for epoch, line in enumerate(lines, start=1):
-        assert re.fullmatch(rf"epoch {epoch}/3  loss {epoch}  mmd {10 * epoch}  \d+\.\d s", line)
+    for epoch, line in enumerate(lines, start=1):  # epochs counted from 1
+        assert re.fullmatch(rf"epoch {epoch}/3  mmd {10 * epoch}  loss {epoch}  \d+\.\d s", line)
 
 
 # --------------------------------------------------------------------------- checkpoints

@@ -284,12 +284,16 @@ class TrainingMixin:
             **trainer_kwargs,
         )
         _drop_scvi_checkpoint(runner.trainer, callbacks)
+        return self._train_and_finish(runner, plan, checkpoint_dir, threads, calibrate)
+
+    def _train_and_finish(self, runner, plan, checkpoint_dir, threads, calibrate: bool):
+        """Train with the chosen CPU threads, then keep the best epoch and calibrate."""
         self.term_orientation_ = None  # new weights: orient the activities again
         self.module.train()
         on_gpu = runner.trainer.accelerator.__class__.__name__ != "CPUAccelerator"
         with cpu_threads(threads, on_gpu):
             result = self._run_training(runner, plan, checkpoint_dir)
-        self.best_epoch_ = plan.best_epoch if select_best_epoch else None
+        self.best_epoch_ = plan.best_epoch if plan.select_best_epoch else None
         self.module.eval()
         self.shift_calibration_ = None
         if calibrate and not self.training_interrupted_:
