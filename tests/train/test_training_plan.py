@@ -105,11 +105,44 @@ def test_plan_kwargs_merge_with_train_arguments(sim_adata):
 
 
 @pytest.mark.parametrize(
-    ("argument", "hint"),
-    [("train_size", "heldout="), ("early_stopping", "max_epochs"), ("validation_size", "validate")],
+    ("argument", "hint"), [("train_size", "heldout="), ("shuffle_set_split", "")]
 )
 def test_scvi_split_arguments_refused_clearly(sim_adata, argument, hint):
     scsena.SENAVAE.setup_anndata(sim_adata, perturbation_key="guide_ids")
     model = scsena.SENAVAE(sim_adata)
     with pytest.raises(TypeError, match=f"does not take {argument}=.*{hint}"):
-        model.train(max_epochs=1, **{argument: 0.9 if argument != "early_stopping" else True})
+        model.train(max_epochs=1, **{argument: 0.9})
+
+
+def test_validation_split_and_early_stopping(sim_adata):
+    from scsena.train import ScheduledEarlyStopping
+
+    scsena.SENAVAE.setup_anndata(sim_adata, perturbation_key="guide_ids")
+    model = scsena.SENAVAE(sim_adata, seed=0)
+    splitter = model.data_splitter()
+    held = splitter.validation_cells(0.2, seed=0)
+    train = np.flatnonzero(sim_adata.obs["scsena_fold"] == "train")
+    assert set(held) <= set(train) and 0.15 < len(held) / len(train) < 0.25
+    module = splitter.data_module(32, 0, validation_size=0.2)
+    trained_on = set(module.train_dataset.perturbed.tolist())
+    assert not trained_on & set(held.tolist())  # never trained on
+    model.train(
+        max_epochs=12,
+        batch_size=32,
+        enable_progress_bar=False,
+        validation_size=0.2,
+        early_stopping=True,
+        early_stopping_patience=1,
+    )
+    for key in ("loss_validation", "mmd_validation", "mse_validation"):
+        assert key in model.history and len(model.history[key]) >= 1, key
+    epochs = len(model.history["loss_train"])
+    assert 6 <= epochs <= 12  # never stopped before the MMD weight is final (epoch 6)
+    stop = ScheduledEarlyStopping(start_epoch=6, patience=2)
+    assert stop.monitor == "mmd_validation" and stop.patience == 2
+    with pytest.raises(ValueError, match="needs validation cells"):
+        model.train(max_epochs=2, early_stopping=True)
+    with pytest.raises(ValueError, match="either `validation_size`"):
+        model.train(max_epochs=2, validation_size=0.1, validate_on_test=True)
+    with pytest.raises(ValueError, match="share between 0 and 1"):
+        model.train(max_epochs=2, validation_size=1.5)

@@ -163,16 +163,36 @@ class PerturbationDataSplitter:
         dataset serves the partner's covariate codes (its batch, then the categorical
         covariates) for the decoder.
         """
+        return self.cells_dataset(np.flatnonzero(np.isin(self.folds, list(folds))), seed)
+
+    def cells_dataset(self, cells: np.ndarray, seed: int) -> PairedPerturbationDataset:
+        """The given cells, each paired with a control cell drawn with ``seed``."""
         control = self.control_indices()
         if len(control) == 0:
             raise ValueError("No control cells in the data: they are the starting states.")
-        cells = np.flatnonzero(np.isin(self.folds, list(folds)))
         partners = self._partners(cells, control, seed)
         codes = self.perturbations.codes[cells]
         covariates = None if self.covariates is None else self.covariates[partners]
         return PairedPerturbationDataset(
             self.expression, cells, partners, codes, self.dtype, covariates=covariates
         )
+
+    def validation_cells(self, validation_size: float, seed: int) -> np.ndarray:
+        """Training-fold cells held out for validation.
+
+        ``validation_size`` of each perturbation's cells (rounded; a perturbation keeps
+        at least one training cell), drawn with ``seed``.
+        """
+        train = np.flatnonzero(self.folds == FOLD_TRAIN)
+        labels = self.perturbations.labels.to_numpy(dtype=object)[train]
+        rng = np.random.default_rng([int(seed), 1])
+        out = []
+        for label in sorted(set(labels)):
+            cells = train[labels == label]
+            n = min(int(round(validation_size * len(cells))), len(cells) - 1)
+            if n > 0:
+                out.append(rng.choice(cells, n, replace=False))
+        return np.sort(np.concatenate(out)) if out else np.zeros(0, dtype=np.int64)
 
     def data_module(
         self,
@@ -181,15 +201,26 @@ class PerturbationDataSplitter:
         validate_on_test: bool = False,
         num_workers: int = 0,
         data_on_device: bool | Literal["auto"] = "auto",
+        validation_size: float | None = None,
     ) -> PerturbationDataModule:
-        """Training data module: train-fold pairs (and test-fold pairs to validate on).
+        """Training data module: train-fold pairs, and pairs to validate on.
 
-        Training pairs are drawn with ``seed``, validation pairs with ``seed + 1``.
+        Validation: the test fold (``validate_on_test``), or ``validation_size`` of the
+        training fold's cells of each perturbation, held out of training
+        (:meth:`validation_cells`). Training pairs are drawn with ``seed``, validation
+        pairs with ``seed + 1``.
         """
-        train_ds = self.fold_dataset([FOLD_TRAIN], seed)
+        train = np.flatnonzero(self.folds == FOLD_TRAIN)
+        val_ds = None
+        if validation_size:
+            held = self.validation_cells(validation_size, seed)
+            train = np.setdiff1d(train, held)
+            val_ds = self.cells_dataset(held, seed + 1) if len(held) else None
+        elif validate_on_test:
+            val_ds = self.fold_dataset([FOLD_TEST], seed + 1)
+        train_ds = self.cells_dataset(train, seed)
         if len(train_ds) == 0:
             raise ValueError("No training cells: the data has no single-perturbation cells.")
-        val_ds = self.fold_dataset([FOLD_TEST], seed + 1) if validate_on_test else None
         return PerturbationDataModule(
             train_ds,
             batch_size=batch_size,

@@ -28,6 +28,7 @@ from scsena._runtime import cpu_threads, training_run
 from scsena.train import (
     EpochCheckpoint,
     NonFiniteLossError,
+    ScheduledEarlyStopping,
     check_resume,
     make_loader,
     progress_callbacks,
@@ -132,6 +133,9 @@ class TrainingMixin:
         select_best_epoch: bool | None = None,
         calibrate: bool | None = None,
         validate_on_test: bool = False,
+        validation_size: float | None = None,
+        early_stopping: bool = False,
+        early_stopping_patience: int = 10,
         accelerator: str = "auto",
         devices: int | list[int] | str = "auto",
         seed: int | None = None,
@@ -176,6 +180,20 @@ class TrainingMixin:
             previous calibration.
         validate_on_test
             Also compute the losses on the test fold each epoch (``*_validation``).
+        validation_size
+            Hold out this share of each perturbation's training-fold cells (drawn with
+            ``seed``; never trained on) and compute the losses on them every epoch:
+            ``model.history["loss_validation"]``, ``["mmd_validation"]`` ... as
+            scvi-tools' ``validation_size`` does. ``None``: train on every
+            training-fold cell.
+        early_stopping
+            Stop when the validation MMD (``mmd_validation``, needs ``validation_size``)
+            has not improved for ``early_stopping_patience`` epochs, counting from the
+            epoch SENA's MMD weight reaches its final value (half-way through
+            ``max_epochs``). The KL weight and the temperature are then short of their
+            final values, as the schedules span ``max_epochs``.
+        early_stopping_patience
+            Epochs without improvement before stopping.
         accelerator, devices
             Lightning accelerator and devices (``"auto"``: a GPU when present).
         seed
@@ -254,8 +272,11 @@ class TrainingMixin:
         select_best_epoch, calibrate = settings["select_best_epoch"], settings["calibrate"]
         seed = self.seed_ if seed is None else int(seed)
         pl.seed_everything(seed, workers=True, verbose=False)
+        stopping = _validation_callbacks(
+            validation_size, early_stopping, early_stopping_patience, validate_on_test, max_epochs
+        )
         datamodule = self.data_splitter().data_module(
-            batch_size, seed, validate_on_test, num_workers, data_on_device
+            batch_size, seed, validate_on_test, num_workers, data_on_device, validation_size
         )
         self._note_untrained(datamodule.train_dataset, batch_size)
         plan = self._training_plan_cls(
@@ -270,7 +291,9 @@ class TrainingMixin:
             **plan_kwargs,
         )
         callbacks = self._callbacks(trainer_kwargs, checkpoint_dir, checkpoint_every, ckpt_path)
-        _trainer_settings(trainer_kwargs, log_to, checkpoint_dir, grad_clip, validate_on_test)
+        callbacks += stopping
+        validate = validate_on_test or bool(validation_size)
+        _trainer_settings(trainer_kwargs, log_to, checkpoint_dir, grad_clip, validate)
         if trainer_kwargs["check_val_every_n_epoch"] is None:
             trainer_kwargs["check_val_every_n_epoch"] = max_epochs + 1
         runner = self._train_runner_cls(
@@ -542,15 +565,40 @@ def _trainer_settings(
 _SCVI_ONLY_ARGUMENTS = {
     "train_size": "the folds are fixed when the model is built: pass heldout= and "
     "test_fraction= to SENAVAE(...); training uses every train-fold cell",
-    "validation_size": "the test fold is the validation set: train(validate_on_test=True)",
     "shuffle_set_split": "the folds are fixed when the model is built (seed=, heldout=)",
     "datasplitter_kwargs": "batches are perturbation-pure and built by scsena's data "
     "splitter (batch_size=, num_workers=, data_on_device=)",
     "load_sparse_tensor": "batches are gathered from the matrix as it is (data_on_device= "
     "keeps them on the GPU)",
-    "early_stopping": "SENA's alpha/beta/tau schedules span max_epochs, so stopping early "
-    "would cut them short: choose max_epochs (and select_best_epoch=)",
 }
+
+
+def _validation_callbacks(
+    validation_size, early_stopping: bool, patience: int, validate_on_test: bool, max_epochs: int
+) -> list:
+    """Check the validation arguments; the early-stopping callback when asked for."""
+    if validation_size is not None:
+        ok = isinstance(validation_size, (int, float)) and not isinstance(validation_size, bool)
+        if not ok or not 0 < validation_size < 1:
+            raise ValueError(
+                f"`validation_size` must be a share between 0 and 1 (e.g. 0.1), got "
+                f"{validation_size!r}."
+            )
+        if validate_on_test:
+            raise ValueError(
+                "Pass either `validation_size` (a share of the training cells) or "
+                "`validate_on_test=True` (the test fold), not both."
+            )
+    if not early_stopping:
+        return []
+    if not validation_size:
+        raise ValueError(
+            "`early_stopping=True` needs validation cells: pass `validation_size` (e.g. 0.1)."
+        )
+    if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+        raise ValueError(f"`early_stopping_patience` must be a positive integer, got {patience!r}.")
+    start = min(max(max_epochs // 2, 5), max_epochs - 1)  # the MMD weight is final from here
+    return [ScheduledEarlyStopping(start, patience)]
 
 
 def _refuse_scvi_split_arguments(trainer_kwargs: dict) -> None:

@@ -7,6 +7,7 @@ from ._data import (
     draw_control_partners,
     make_loader,
 )
+from ._early_stopping import ScheduledEarlyStopping
 from ._progress import EpochLines, progress_callbacks
 from ._schedules import Schedules
 from ._training_plan import SELECTION_COMPONENTS, NonFiniteLossError, SENATrainingPlan
@@ -20,6 +21,7 @@ __all__ = [
     "PerturbationDataModule",
     "PerturbationPureBatchSampler",
     "SENATrainingPlan",
+    "ScheduledEarlyStopping",
     "Schedules",
     "check_resume",
     "dense_rows",
