@@ -1,4 +1,5 @@
 import os
+import signal
 import warnings
 
 import anndata as ad
@@ -10,6 +11,11 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 warnings.filterwarnings("ignore", category=UserWarning, module="lightning")
 
 import scsena  # noqa: E402
+
+# a job started in the background of a non-interactive shell inherits an ignored SIGINT,
+# and Python then installs no KeyboardInterrupt handler: restore it, as a terminal has it
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 SIM_KW = dict(n_cells=1600, n_genes=300, n_targets=8, n_doubles=4, seed=0)
 TRAIN_KW = dict(

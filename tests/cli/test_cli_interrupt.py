@@ -26,6 +26,8 @@ def _train_and_signal(save_dir, sig) -> tuple[int, str]:
         stderr=subprocess.PIPE,
         text=True,
         env={"MLFLOW_DISABLE_TELEMETRY": "true", **__import__("os").environ},
+        # Ctrl-C as a terminal delivers it, even under a job that ignores SIGINT
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     err = []
     for line in proc.stderr:

@@ -422,8 +422,11 @@ class InterpretationMixin:
         in the data's own convention, targets of a combination sorted; the data's
         control value for control cells, ``"control"`` when that is ``""``); ``var`` holds
         ``term_name``, ``n_genes`` and the orientation ``sign``; ``uns["scsena_activity"]``
-        records the orientation. ``sc.pl.matrixplot(act, var_names, groupby=...)`` and
-        ``sc.tl.rank_genes_groups(act, groupby=...)`` work on BPs directly.
+        records the orientation. scanpy's tools work on BPs directly: e.g.
+        ``sc.pl.matrixplot(bp, bp.var_names[:10], groupby="scsena_perturbation",
+        gene_symbols="term_name", colorbar_title="mean BP activity")`` labels the BPs by
+        name and the colour bar by what it shows, and ``sc.tl.rank_genes_groups(bp,
+        groupby="scsena_perturbation")`` tests them.
 
         Parameters
         ----------
