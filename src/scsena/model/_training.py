@@ -291,11 +291,8 @@ class TrainingMixin:
             **plan_kwargs,
         )
         callbacks = self._callbacks(trainer_kwargs, checkpoint_dir, checkpoint_every, ckpt_path)
-        callbacks += stopping
         validate = validate_on_test or bool(validation_size)
-        _trainer_settings(trainer_kwargs, log_to, checkpoint_dir, grad_clip, validate)
-        if trainer_kwargs["check_val_every_n_epoch"] is None:
-            trainer_kwargs["check_val_every_n_epoch"] = max_epochs + 1
+        _trainer_settings(trainer_kwargs, log_to, checkpoint_dir, grad_clip, validate, max_epochs)
         runner = self._train_runner_cls(
             self,
             training_plan=plan,
@@ -303,7 +300,7 @@ class TrainingMixin:
             max_epochs=max_epochs,
             accelerator=accelerator,
             devices=devices,
-            callbacks=list(callbacks),  # scvi-tools' trainer appends to the list it gets
+            callbacks=[*callbacks, *stopping],  # scvi-tools' trainer appends to the list
             **trainer_kwargs,
         )
         _drop_scvi_checkpoint(runner.trainer, callbacks)
@@ -545,7 +542,7 @@ class TrainingMixin:
 
 
 def _trainer_settings(
-    trainer_kwargs: dict, log_to, checkpoint_dir, grad_clip, validate_on_test: bool
+    trainer_kwargs: dict, log_to, checkpoint_dir, grad_clip, validate: bool, max_epochs: int
 ) -> None:
     """Logger (MLflow, always with the in-memory history), clipping and validation."""
     if log_to == "mlflow":
@@ -556,7 +553,8 @@ def _trainer_settings(
     if grad_clip is not None:
         trainer_kwargs.setdefault("gradient_clip_val", grad_clip)
         trainer_kwargs.setdefault("gradient_clip_algorithm", "value")
-    trainer_kwargs.setdefault("check_val_every_n_epoch", 1 if validate_on_test else None)
+    if trainer_kwargs.get("check_val_every_n_epoch") is None:  # never, without validation
+        trainer_kwargs["check_val_every_n_epoch"] = 1 if validate else max_epochs + 1
     # our batch sampler shards perturbation-pure chunks across data-parallel workers
     trainer_kwargs.setdefault("use_distributed_sampler", False)
 
