@@ -24,10 +24,8 @@ from sphinx.transforms import SphinxTransform
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
-# The tutorials train small models on CPU: one thread is fastest there (and avoids
-# oversubscribing shared machines). Kernels started by myst-nb inherit this.
-os.environ.setdefault("OMP_NUM_THREADS", "1")
-os.environ.setdefault("MKL_NUM_THREADS", "1")
+# The tutorials run as a user runs them: torch threads are left to SENAVAE.train's own
+# choice (threads="auto": the cores other work leaves free).
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 project = "scsena"
