@@ -51,6 +51,21 @@ def trained(_sim):
     return model, adata, before
 
 
+def pertpy_style(seed: int, n_cells: int, n_targets: int, n_doubles: int, epochs: int):
+    """A simulated screen with pertpy's labels ("control", "A", "A+B") and a model on it."""
+    adata = scsena.datasets.simulate_perturbseq(
+        n_cells=n_cells, n_genes=200, n_targets=n_targets, n_doubles=n_doubles, seed=seed
+    )
+    labels = adata.obs["guide_ids"].astype(str)
+    adata.obs["perturbation"] = labels.replace({"": "control"}).str.replace(",", "+")
+    scsena.SENAVAE.setup_anndata(
+        adata, perturbation_key="perturbation", control_value="control", delimiter="+"
+    )
+    model = scsena.SENAVAE(adata, seed=0)
+    model.train(**(TRAIN_KW | {"max_epochs": epochs}))
+    return model, adata
+
+
 @pytest.fixture(autouse=True)
 def _nothing_written_to_cwd():
     """No test may create a file in the current directory."""

@@ -397,7 +397,7 @@ def test_cli_save_dir_with_glob_characters(tmp_path):
 
 @pytest.mark.parametrize(
     ("seeds", "message"),
-    [(["0", "0"], r"seed\(s\) \[0\] given twice"), (["-1"], "must be >= 0, got -1")],
+    [(["0", "0"], r"seed\(s\) \[0\] given twice"), (["-1"], "must be at least 0, got -1")],
 )
 def test_cli_refuses_bad_seeds(tmp_path, capsys, seeds, message):
     with pytest.raises(SystemExit):

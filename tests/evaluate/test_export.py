@@ -7,24 +7,13 @@ import anndata as ad
 import numpy as np
 import pytest
 
-import scsena
-from conftest import TRAIN_KW
+from conftest import pertpy_style
 from scsena.evaluate import export_predictions
 
 
 @pytest.fixture(scope="module")
 def pertpy_style_model():
-    adata = scsena.datasets.simulate_perturbseq(
-        n_cells=900, n_genes=200, n_targets=6, n_doubles=3, seed=1
-    )
-    labels = adata.obs["guide_ids"].astype(str)
-    adata.obs["perturbation"] = labels.replace({"": "control"}).str.replace(",", "+")
-    scsena.SENAVAE.setup_anndata(
-        adata, perturbation_key="perturbation", control_value="control", delimiter="+"
-    )
-    model = scsena.SENAVAE(adata, seed=0)
-    model.train(**(TRAIN_KW | {"max_epochs": 3}))
-    return model
+    return pertpy_style(seed=1, n_cells=900, n_targets=6, n_doubles=3, epochs=3)[0]
 
 
 def test_export_predictions_writes_cell_eval_layout(pertpy_style_model, tmp_path):

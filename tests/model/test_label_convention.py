@@ -7,25 +7,14 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-import scsena  # noqa: E402
-from conftest import TRAIN_KW  # noqa: E402
+from conftest import pertpy_style  # noqa: E402
 from scsena import pl  # noqa: E402
 from scsena.evaluate import baseline_cells, evaluate_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def pertpy_model():
-    adata = scsena.datasets.simulate_perturbseq(
-        n_cells=900, n_genes=200, n_targets=4, n_doubles=2, seed=2
-    )
-    labels = adata.obs["guide_ids"].astype(str)
-    adata.obs["perturbation"] = labels.replace({"": "control"}).str.replace(",", "+")
-    scsena.SENAVAE.setup_anndata(
-        adata, perturbation_key="perturbation", control_value="control", delimiter="+"
-    )
-    model = scsena.SENAVAE(adata, seed=0)
-    model.train(**(TRAIN_KW | {"max_epochs": 2}))
-    return model, adata
+    return pertpy_style(seed=2, n_cells=900, n_targets=4, n_doubles=2, epochs=2)
 
 
 def _no_comma(labels) -> None:

@@ -11,6 +11,7 @@ from ._common import (
     _OUT_HELP,
     _data_args,
     _HelpFormatter,
+    _int_at_least,
     _load_data,
     _positive_int,
     _preset,
@@ -229,17 +230,6 @@ def _refuse_existing_run(args: argparse.Namespace) -> None:
         )
 
 
-def _seed(text: str) -> int:
-    """An argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
 class _UniqueSeeds(argparse.Action):
     """``--seeds``: refuse a seed given twice (its run directory would be written twice)."""
 
@@ -403,7 +393,7 @@ def _run_args(train: argparse.ArgumentParser) -> None:
     )
     train.add_argument(
         "--seeds",
-        type=_seed,
+        type=_int_at_least(0),
         nargs="+",
         action=_UniqueSeeds,
         default=[0],

@@ -733,8 +733,8 @@ class _CellModel:
             eta += rng.standard_normal(n).astype(np.float32)[:, None] * self.nuisance
         eta -= eta.max(axis=1, keepdims=True)
         np.exp(eta, out=eta)
-        log_mean, log_sd = self.library_size
-        library = np.exp(rng.normal(log_mean, log_sd, size=n))
+        log_mean, log_spread = self.library_size
+        library = np.exp(rng.normal(log_mean, log_spread, size=n))
         eta *= (library / eta.sum(axis=1, dtype=np.float64)).astype(np.float32)[:, None]
         return eta
 
