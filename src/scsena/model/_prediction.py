@@ -403,15 +403,22 @@ class PredictionMixin:
         start = self._starting_cells(splitter, n_cells, None, None, seed)
         observed, n_obs = observed_shifts(splitter, list(self.targets_), shrinkage)
         model = np.zeros_like(observed)
-        control = self._predicted_expression(
-            splitter, start, np.full((1, 2), -1), 1000.0, False, seed, batch_size
-        ).mean(axis=0, dtype=np.float64)
-        for j in np.flatnonzero(n_obs > 0):
-            code = np.array([[j, -1]], dtype=np.int64)
+        # control first, then the targets, encoded once per chunk of about 256 MB
+        seen = np.flatnonzero(n_obs > 0)
+        codes = np.full((len(seen) + 1, 2), -1, dtype=np.int64)
+        codes[1:, 0] = seen
+        n = len(start)
+        chunk = max(2, (256 << 20) // max(n * splitter.adata.n_vars * 4, 1))
+        control = None
+        for c in range(0, len(codes), chunk):
+            part = codes[c : c + chunk]
             pred = self._predicted_expression(
-                splitter, start, code, 1000.0, False, seed, batch_size
+                splitter, start, part, 1000.0, False, seed, batch_size
             )
-            model[j] = pred.mean(axis=0, dtype=np.float64) - control
+            means = pred.reshape(len(part), n, -1).mean(axis=1, dtype=np.float64)
+            if control is None:
+                control, means, part = means[0], means[1:], part[1:]
+            model[part[:, 0]] = means - control
         correction = np.where(n_obs[:, None] > 0, observed - model, 0.0).astype(np.float32)
         self.shift_calibration_ = {
             "shift": observed.astype(np.float32),
