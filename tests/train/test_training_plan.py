@@ -144,5 +144,9 @@ def test_validation_split_and_early_stopping(sim_adata):
         model.train(max_epochs=2, early_stopping=True)
     with pytest.raises(ValueError, match="either `validation_size`"):
         model.train(max_epochs=2, validation_size=0.1, validate_on_test=True)
-    with pytest.raises(ValueError, match="share between 0 and 1"):
-        model.train(max_epochs=2, validation_size=1.5)
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="share between 0 and 1"):
+            model.train(max_epochs=2, validation_size=bad)
+    for bad in (0, -2, "four", 1.5):
+        with pytest.raises(ValueError, match="`threads` must be 'auto' or a positive integer"):
+            model.train(max_epochs=1, threads=bad)
